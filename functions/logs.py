@@ -1,0 +1,51 @@
+"""Structured (JSON lines) logging shared by every hiddenstate process.
+
+One line per record on stderr, with the Knative identity (``K_SERVICE``, ``K_REVISION``) attached when set, so
+logs from many instances of many revisions can be told apart once collected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import orjson
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._identity = {
+            key: value
+            for key, value in (("service", os.environ.get("K_SERVICE")), ("revision", os.environ.get("K_REVISION")))
+            if value
+        }
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **self._identity,
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send JSON lines to stderr. ``LOG_LEVEL`` (default ``info``) sets the level."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel((level or os.environ.get("LOG_LEVEL", "info")).upper())
+    logging.Formatter.converter = time.gmtime
