@@ -1,0 +1,178 @@
+"""Feature encoding: transactions plus each entity's previous-event context -> model inputs.
+
+Vectorised over a batch with numpy, so the scorer's micro-batches and the trainer's whole stream go through the
+same code. Everything an entity must remember besides its GRU state (the time, channel and country of its previous
+event) travels in a few bytes of context stored next to the state.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from functions.contract import CHANNELS, Transaction
+
+# 0 means "not given"; the contract's channels follow in order.
+CHANNEL_CODES = {name: code for code, name in enumerate(CHANNELS, start=1)}
+_CONTEXT = struct.Struct("<BH")  # last channel code, last country code: 3 bytes next to the state
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the model expects; stored in the package manifest so a scorer can refuse a mismatch."""
+
+    hidden_size: int = 64
+    mcc_buckets: int = 97  # MCCs are hashed (mod a prime) into embedding rows: unseen codes still get a row
+    mcc_embedding: int = 8
+    country_buckets: int = 677  # 1 + 26*26 two-letter codes; 0 = not given
+    country_embedding: int = 8
+    state_dtype: str = "float16"
+    layout_version: int = 1
+
+    event_numeric = ("log_amount", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
+    entity_numeric = ("log_gap", "unseen", "channel_changed", "country_changed", "log_amount")
+
+    @property
+    def event_width(self) -> int:
+        return len(self.event_numeric) + len(CHANNELS) + 1 + self.mcc_embedding + self.country_embedding
+
+    @property
+    def entity_width(self) -> int:
+        return self.event_width + len(self.entity_numeric)
+
+    def to_dict(self) -> dict[str, object]:
+        out = asdict(self)
+        out["event_numeric"] = list(self.event_numeric)
+        out["entity_numeric"] = list(self.entity_numeric)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FeatureSpec:
+        names = {"hidden_size", "mcc_buckets", "mcc_embedding", "country_buckets", "country_embedding",
+                 "state_dtype", "layout_version"}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """A batch of transactions as arrays of length N."""
+
+    amount: np.ndarray  # float64
+    time_s: np.ndarray  # float64, Unix seconds
+    mcc: np.ndarray  # int64, -1 when not given
+    channel: np.ndarray  # int64, CHANNEL_CODES or 0
+    country: np.ndarray  # int64, country_code() or 0
+
+    def __len__(self) -> int:
+        return len(self.amount)
+
+    def take(self, index: np.ndarray) -> EventColumns:
+        return EventColumns(*(getattr(self, f)[index] for f in ("amount", "time_s", "mcc", "channel", "country")))
+
+
+@dataclass(frozen=True)
+class EntityContext:
+    """Each event's entity as it was before the event: arrays of length N."""
+
+    seen: np.ndarray  # bool: the entity has absorbed at least one event
+    last_time_s: np.ndarray  # float64
+    last_channel: np.ndarray  # int64
+    last_country: np.ndarray  # int64
+
+    @classmethod
+    def unseen(cls, n: int) -> EntityContext:
+        return cls(np.zeros(n, bool), np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64))
+
+
+@dataclass(frozen=True)
+class Features:
+    """Model inputs for a batch: numeric blocks plus embedding indices."""
+
+    event_numeric: torch.Tensor  # [N, len(event_numeric)]
+    channel: torch.Tensor  # [N] long
+    mcc: torch.Tensor  # [N] long, bucket
+    country: torch.Tensor  # [N] long
+    card_numeric: torch.Tensor  # [N, len(entity_numeric)]
+    merchant_numeric: torch.Tensor  # [N, len(entity_numeric)]
+
+    def __len__(self) -> int:
+        return self.event_numeric.shape[0]
+
+    def take(self, index: torch.Tensor) -> Features:
+        return Features(*(getattr(self, f)[index] for f in (
+            "event_numeric", "channel", "mcc", "country", "card_numeric", "merchant_numeric")))
+
+
+def country_code(country: str | None) -> int:
+    if not country:
+        return 0
+    return 1 + (ord(country[0]) - 65) * 26 + (ord(country[1]) - 65)
+
+
+def events_from_transactions(transactions: Sequence[Transaction]) -> EventColumns:
+    """The contract's validated transactions as columns."""
+    return EventColumns(
+        amount=np.fromiter((t.amount for t in transactions), np.float64, len(transactions)),
+        time_s=np.fromiter((t.event_time_s for t in transactions), np.float64, len(transactions)),
+        mcc=np.fromiter((-1 if t.mcc is None else t.mcc for t in transactions), np.int64, len(transactions)),
+        channel=np.fromiter((CHANNEL_CODES.get(t.channel, 0) for t in transactions), np.int64, len(transactions)),
+        country=np.fromiter((country_code(t.country) for t in transactions), np.int64, len(transactions)),
+    )
+
+
+def pack_context(channel: int, country: int) -> bytes:
+    """The bytes stored beside an entity's state so the next event can tell a change of channel or country."""
+    return _CONTEXT.pack(channel, country)
+
+
+def unpack_contexts(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(last_channel, last_country) arrays; an empty blob (unseen entity) decodes to zeros."""
+    channel = np.zeros(len(blobs), np.int64)
+    country = np.zeros(len(blobs), np.int64)
+    for i, blob in enumerate(blobs):
+        if blob:
+            channel[i], country[i] = _CONTEXT.unpack(blob[: _CONTEXT.size])
+    return channel, country
+
+
+def _entity_numeric(events: EventColumns, ctx: EntityContext, log_amount: np.ndarray) -> np.ndarray:
+    # Events may arrive out of order (Knative's default broker does not order): a negative gap counts as zero.
+    gap = np.where(ctx.seen, np.maximum(events.time_s - ctx.last_time_s, 0.0), 0.0)
+    seen = ctx.seen
+    return np.stack(
+        [
+            np.log1p(gap / 60.0) / 8.0,  # minutes, log-scaled: bursts live in minutes, habits in days
+            (~seen).astype(np.float64),
+            (seen & (events.channel != ctx.last_channel)).astype(np.float64),
+            (seen & (events.country != ctx.last_country)).astype(np.float64),
+            log_amount,
+        ],
+        axis=1,
+    )
+
+
+def encode_features(
+    events: EventColumns, card: EntityContext, merchant: EntityContext, spec: FeatureSpec
+) -> Features:
+    """Encode a batch. Pure: the same inputs always give the same features."""
+    log_amount = np.log1p(events.amount) / 5.0
+    seconds_of_day = np.mod(events.time_s, SECONDS_PER_DAY)
+    hour_angle = 2 * np.pi * seconds_of_day / SECONDS_PER_DAY
+    day_angle = 2 * np.pi * np.mod(np.floor(events.time_s / SECONDS_PER_DAY) + 3, 7) / 7  # 1970-01-01 was a Thursday
+    event_numeric = np.stack(
+        [log_amount, np.sin(hour_angle), np.cos(hour_angle), np.sin(day_angle), np.cos(day_angle)], axis=1
+    )
+    mcc_bucket = np.where(events.mcc < 0, 0, 1 + np.mod(events.mcc, spec.mcc_buckets - 1))
+    return Features(
+        event_numeric=torch.from_numpy(event_numeric.astype(np.float32)),
+        channel=torch.from_numpy(events.channel),
+        mcc=torch.from_numpy(mcc_bucket.astype(np.int64)),
+        country=torch.from_numpy(np.clip(events.country, 0, spec.country_buckets - 1)),
+        card_numeric=torch.from_numpy(_entity_numeric(events, card, log_amount).astype(np.float32)),
+        merchant_numeric=torch.from_numpy(_entity_numeric(events, merchant, log_amount).astype(np.float32)),
+    )
