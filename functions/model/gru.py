@@ -5,7 +5,7 @@ It has no I/O, so the trainer, the scorer, the parity tests and the benchmarks a
 
 States are stored as float16 (half the Valkey memory per entity: 128 B instead of 256 B at H=64) but computed in
 float32: float16 arithmetic on CPU is slow and accumulates rounding in the recurrence. ``round_state`` applies the
-storage rounding, and the trainer applies it too so that training sees what serving sees.
+storage rounding between steps, and the trainer applies it too so that training sees what serving sees.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from functions.model.features import Features, FeatureSpec
 
 @dataclass(frozen=True)
 class StepResult:
-    card_states: torch.Tensor  # [N, H] float32, already rounded through float16
+    card_states: torch.Tensor  # [N, H] float32; stored as float16 (see round_state)
     merchant_states: torch.Tensor  # [N, H]
     scores: torch.Tensor  # [N] probabilities in [0, 1]
     logits: torch.Tensor  # [N]
@@ -73,9 +73,13 @@ class FraudGRU(nn.Module):
         return self.head(torch.cat([card_states, merchant_states, event], dim=1)).squeeze(1)
 
     def step(self, card_states: torch.Tensor, merchant_states: torch.Tensor, features: Features) -> StepResult:
-        """One event per row: each row's card and merchant absorb that row's event. Rows are independent."""
+        """One event per row: each row's card and merchant absorb that row's event. Rows are independent.
+
+        The inputs are states as read from storage (float16 values); the outputs are float32 and the score uses
+        them unrounded, so batching changes nothing beyond float32 noise. Storage rounds them afterwards.
+        """
         event = self.encoder(features)
-        new_card = round_state(self.card_cell(self.card_inputs(event, features), card_states))
-        new_merchant = round_state(self.merchant_cell(self.merchant_inputs(event, features), merchant_states))
+        new_card = self.card_cell(self.card_inputs(event, features), card_states)
+        new_merchant = self.merchant_cell(self.merchant_inputs(event, features), merchant_states)
         logits = self.score(new_card, new_merchant, event)
         return StepResult(new_card, new_merchant, torch.sigmoid(logits), logits)

@@ -1,0 +1,78 @@
+"""The pure step: batching never changes a result, and the trainer's stream runner computes what serving does."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from functions.model import EntityContext, EventColumns, FeatureSpec, FraudGRU, encode_features, round_state
+from functions.trainer.stream import build_stream
+from functions.trainer.tbptt import run_stream
+
+
+def _random_events(n: int, seed: int = 0) -> EventColumns:
+    rng = np.random.default_rng(seed)
+    return EventColumns(
+        amount=rng.gamma(2.0, 30.0, n),
+        time_s=1.7e9 + np.sort(rng.uniform(0, 5 * 86_400, n)),
+        mcc=rng.choice([-1, 5411, 5812, 6011, 7995], n),
+        channel=rng.integers(0, 4, n),
+        country=rng.integers(0, 677, n),
+    )
+
+
+def _random_context(n: int, rng: np.random.Generator) -> EntityContext:
+    return EntityContext(
+        seen=rng.random(n) < 0.7,
+        last_time_s=1.7e9 + rng.uniform(-86_400, 0, n),
+        last_channel=rng.integers(0, 4, n),
+        last_country=rng.integers(0, 677, n),
+    )
+
+
+def test_batched_step_equals_per_event_steps():
+    torch.manual_seed(1)
+    spec = FeatureSpec()
+    model = FraudGRU(spec).eval()
+    rng = np.random.default_rng(3)
+    n = 64
+    features = encode_features(_random_events(n), _random_context(n, rng), _random_context(n, rng), spec)
+    cards = round_state(torch.randn(n, spec.hidden_size))
+    merchants = round_state(torch.randn(n, spec.hidden_size))
+    with torch.inference_mode():
+        batched = model.step(cards, merchants, features)
+        for i in range(n):
+            single = model.step(cards[i : i + 1], merchants[i : i + 1], features.take(torch.tensor([i])))
+            assert torch.allclose(single.card_states, batched.card_states[i : i + 1], atol=1e-6)
+            assert torch.allclose(single.merchant_states, batched.merchant_states[i : i + 1], atol=1e-6)
+            assert abs(single.scores.item() - batched.scores[i].item()) <= 1e-6
+
+
+def test_stream_runner_equals_serial_steps_through_stored_states():
+    """What training computes over an interleaved stream is what the scorer computes one event at a time."""
+    torch.manual_seed(2)
+    spec = FeatureSpec()
+    model = FraudGRU(spec).eval()
+    rng = np.random.default_rng(5)
+    n = 300
+    events = _random_events(n, seed=7)
+    columns = SimpleNamespace(
+        card_id=rng.choice([f"c{i}" for i in range(12)], n),
+        merchant_id=rng.choice([f"m{i}" for i in range(5)], n),
+        amount=events.amount, time_s=events.time_s, mcc=events.mcc,
+        channel=np.array(["", "pos", "online", "atm"])[events.channel],
+        country=rng.choice(["DE", "FR", "US", ""], n),
+        is_fraud=np.zeros(n, bool), scenario=np.full(n, ""),
+    )
+    data = build_stream(columns, spec)
+    streamed = run_stream(model, data)
+
+    cards: dict[int, torch.Tensor] = {}
+    merchants: dict[int, torch.Tensor] = {}
+    zero = torch.zeros(1, spec.hidden_size)
+    with torch.inference_mode():
+        for i in range(n):
+            c, m = int(data.card_index[i]), int(data.merchant_index[i])
+            result = model.step(cards.get(c, zero), merchants.get(m, zero), data.features.take(torch.tensor([i])))
+            cards[c], merchants[m] = round_state(result.card_states), round_state(result.merchant_states)
+            assert abs(result.scores.item() - streamed[i]) <= 1e-5
