@@ -155,7 +155,10 @@ def config_br_defaults_candidates() -> list[Path]:
 
 def load_config_br_defaults() -> dict[str, Any]:
     """Knative's ``config-br-defaults`` ConfigMap from the first candidate file, else one with Knative's values."""
-    for path in config_br_defaults_candidates():
+    candidates = config_br_defaults_candidates()
+    if os.environ.get(CONFIG_BR_DEFAULTS_ENV) and not candidates[0].is_file():
+        raise EventingConfigError(f"{candidates[0]} does not exist", CONFIG_BR_DEFAULTS_ENV)
+    for path in candidates:
         if path.is_file():
             with path.open(encoding="utf-8") as handle:
                 configmap = yaml.safe_load(handle) or {}
