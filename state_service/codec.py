@@ -1,0 +1,116 @@
+"""The state value's binary layout: pure functions, no I/O.
+
+    offset  size  field
+    0       1     layout version (1)
+    1       5     version counter, unsigned little-endian (10^12 events per entity)
+    6       6     last event time, unsigned milliseconds since the Unix epoch, little-endian
+    12      2*H   hidden state, float16 little-endian
+    12+2H   0..8  model context (opaque bytes; its length is what remains)
+
+40- and 48-bit integers instead of 64-bit ones keep a value with an 8-byte context at 148 bytes for H=64, the
+largest size in its allocator class (149 bytes costs 16 more per entity). float16 halves Valkey memory; the GRU
+step is computed in float32. The Lua library reads only bytes 0-5 (layout and version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from state_service.errors import InvalidStateRequest, StateCorrupt
+
+LAYOUT_VERSION = 1
+HEADER_SIZE = 12
+VERSION_BYTES = 5
+TIME_BYTES = 6
+MAX_VERSION = (1 << (8 * VERSION_BYTES)) - 1
+MAX_TIME_MS = (1 << (8 * TIME_BYTES)) - 1
+MAX_CONTEXT = 8
+MAX_RECEIPT = 16
+EVENT_DIGEST_SIZE = 16
+_F16 = np.dtype("<f2")
+
+
+@dataclass(frozen=True, slots=True)
+class EntityState:
+    """One entity's stored state; the default state (version 0, zeros) for an unseen entity."""
+
+    version: int
+    last_event_time: float  # Unix seconds, millisecond resolution; 0.0 when unseen
+    hidden: np.ndarray  # float16 [hidden_size]
+    context: bytes  # opaque, at most 8 bytes; b"" when unseen
+
+    @classmethod
+    def unseen(cls, hidden_size: int) -> EntityState:
+        return cls(0, 0.0, np.zeros(hidden_size, dtype=np.float16), b"")
+
+
+def as_hidden(hidden: np.ndarray, hidden_size: int) -> np.ndarray:
+    """Validate and convert a hidden state to contiguous little-endian float16."""
+    array = np.asarray(hidden)
+    if array.shape != (hidden_size,):
+        raise InvalidStateRequest(f"hidden state must have shape ({hidden_size},), got {array.shape}")
+    converted = array.astype(_F16, copy=False)
+    if not np.isfinite(converted).all():
+        raise InvalidStateRequest("hidden state has NaN or values outside float16 range")
+    return converted
+
+
+def encode_state(version: int, last_event_time: float, hidden: np.ndarray, context: bytes, hidden_size: int) -> bytes:
+    if not 0 < version <= MAX_VERSION:
+        raise InvalidStateRequest(f"version must be in 1..{MAX_VERSION}, got {version}")
+    if not math.isfinite(last_event_time) or not 0 <= last_event_time * 1000 <= MAX_TIME_MS:
+        raise InvalidStateRequest(f"last_event_time must be Unix seconds >= 0, got {last_event_time}")
+    if not isinstance(context, bytes) or len(context) > MAX_CONTEXT:
+        raise InvalidStateRequest(f"context must be bytes of at most {MAX_CONTEXT}")
+    return b"".join(
+        (
+            bytes((LAYOUT_VERSION,)),
+            version.to_bytes(VERSION_BYTES, "little"),
+            round(last_event_time * 1000).to_bytes(TIME_BYTES, "little"),
+            as_hidden(hidden, hidden_size).tobytes(),
+            context,
+        )
+    )
+
+
+def decode_state(key: str, raw: bytes | None, hidden_size: int) -> EntityState:
+    """Decode a stored value; ``None`` (no key) is the unseen default. Raises ``StateCorrupt`` naming ``key``."""
+    if raw is None:
+        return EntityState.unseen(hidden_size)
+    if len(raw) < HEADER_SIZE:
+        raise StateCorrupt(key, f"{len(raw)} bytes is shorter than the {HEADER_SIZE}-byte header")
+    if raw[0] != LAYOUT_VERSION:
+        raise StateCorrupt(key, f"unknown layout version {raw[0]} (this client reads {LAYOUT_VERSION})")
+    context_size = len(raw) - HEADER_SIZE - 2 * hidden_size
+    if not 0 <= context_size <= MAX_CONTEXT:
+        raise StateCorrupt(key, f"{len(raw)} bytes does not hold a float16 state of size {hidden_size}")
+    hidden = np.frombuffer(raw, dtype=_F16, count=hidden_size, offset=HEADER_SIZE)
+    return EntityState(
+        version=int.from_bytes(raw[1 : 1 + VERSION_BYTES], "little"),
+        last_event_time=int.from_bytes(raw[6 : 6 + TIME_BYTES], "little") / 1000.0,
+        hidden=hidden.astype(np.float16),  # native-order copy, writable
+        context=bytes(raw[HEADER_SIZE + 2 * hidden_size :]),
+    )
+
+
+def event_digest(event_key: str) -> bytes:
+    """The dedupe field for an event: 16 bytes of BLAKE2b, so memory per event does not grow with id length.
+    At 2^64 birthday bound, a false duplicate among one entity's recent events is not a practical risk."""
+    return hashlib.blake2b(event_key.encode(), digest_size=EVENT_DIGEST_SIZE).digest()
+
+
+def encode_applied(version: int, receipt: bytes) -> bytes:
+    """The dedupe value: the version the event was applied at, then its receipt."""
+    if not isinstance(receipt, bytes) or len(receipt) > MAX_RECEIPT:
+        raise InvalidStateRequest(f"receipt must be bytes of at most {MAX_RECEIPT}")
+    return version.to_bytes(VERSION_BYTES, "little") + receipt
+
+
+def decode_applied(key: str, raw: bytes) -> tuple[int, bytes]:
+    if len(raw) < VERSION_BYTES:
+        raise StateCorrupt(key, "dedupe record shorter than its version")
+    return int.from_bytes(raw[:VERSION_BYTES], "little"), bytes(raw[VERSION_BYTES:])

@@ -1,0 +1,111 @@
+#!lua name=hiddenstate
+-- hiddenstate's state protocol, run atomically inside Valkey. The Python client (state_service/store.py) is the
+-- only caller; codec.py documents the value layout (this file reads only the layout byte and the version).
+-- Every key an update touches is passed in KEYS, so the functions stay valid on Valkey Cluster.
+
+local LIBRARY_VERSION = '1'
+local LAYOUT = 1
+local HEADER = 12
+
+-- The stored version, 0 for an absent key, or nil when the bytes are not a state value of this layout.
+local function stored_version(raw)
+  if not raw then return 0 end
+  if #raw < HEADER or string.byte(raw, 1) ~= LAYOUT then return nil end
+  local _, version = struct.unpack('<BI5', raw)
+  return version
+end
+
+-- hs_cas_many: KEYS per update = state, dedupe bucket now, dedupe bucket before.
+-- ARGV = dedupe_expire_at, idle_ttl_ms, then per update: expected_version, n_events, new_value,
+--        then n_events pairs (event digest, applied record).
+-- Reply per update: {0, new_version} applied | {1, version, value} conflict
+--                   | {2, version, value, {event_index, applied record, ...}} duplicate.
+local function cas_many(keys, args)
+  local n = #keys / 3
+  -- A corrupt entity refuses the whole batch before anything is written, so a batch stays all-or-nothing
+  -- with respect to this error.
+  for i = 1, n do
+    if not stored_version(redis.call('GET', keys[3 * i - 2])) then
+      return redis.error_reply('CORRUPT ' .. i .. ' stored value at ' .. keys[3 * i - 2] .. ' is not layout 1')
+    end
+  end
+  local expire_at = args[1]
+  local idle_ttl_ms = tonumber(args[2])
+  local out = {}
+  local a = 3
+  for i = 1, n do
+    local state_key, bucket_now, bucket_before = keys[3 * i - 2], keys[3 * i - 1], keys[3 * i]
+    local expected, count, value = tonumber(args[a]), tonumber(args[a + 1]), args[a + 2]
+    local first = a + 3
+    a = first + 2 * count
+    local digests = {}
+    for j = 0, count - 1 do digests[j + 1] = args[first + 2 * j] end
+    local now_hits = redis.call('HMGET', bucket_now, unpack(digests))
+    local before_hits = redis.call('HMGET', bucket_before, unpack(digests))
+    local dups = {}
+    for j = 1, count do
+      local hit = now_hits[j] or before_hits[j]
+      if hit then
+        dups[#dups + 1] = j - 1
+        dups[#dups + 1] = hit
+      end
+    end
+    local raw = redis.call('GET', state_key)
+    local version = stored_version(raw)
+    if #dups > 0 then
+      out[i] = {2, version, raw or false, dups}
+    elseif version ~= expected then
+      out[i] = {1, version, raw or false}
+    else
+      local _, new_version = struct.unpack('<BI5', value)
+      if new_version ~= expected + count then
+        return redis.error_reply('BADVALUE ' .. i .. ' value carries version ' .. new_version ..
+          ', expected ' .. (expected + count))
+      end
+      if idle_ttl_ms > 0 then
+        redis.call('SET', state_key, value, 'PX', idle_ttl_ms)
+      else
+        redis.call('SET', state_key, value)
+      end
+      local fields = {}
+      for j = 0, count - 1 do
+        fields[#fields + 1] = args[first + 2 * j]
+        fields[#fields + 1] = args[first + 2 * j + 1]
+      end
+      redis.call('HSET', bucket_now, unpack(fields))
+      redis.call('EXPIREAT', bucket_now, expire_at)
+      out[i] = {0, new_version}
+    end
+  end
+  return out
+end
+
+-- hs_restore_many: KEYS = state keys, ARGV = idle_ttl_ms, then one value per key.
+-- Writes a value only if it is newer than what is stored (or the stored bytes are corrupt), so a restore never
+-- rolls an entity back. Reply: number of values written.
+local function restore_many(keys, args)
+  local idle_ttl_ms = tonumber(args[1])
+  local written = 0
+  for i = 1, #keys do
+    local value = args[i + 1]
+    local _, incoming = struct.unpack('<BI5', value)
+    local current = stored_version(redis.call('GET', keys[i]))
+    if current == nil or incoming > current then
+      if idle_ttl_ms > 0 then
+        redis.call('SET', keys[i], value, 'PX', idle_ttl_ms)
+      else
+        redis.call('SET', keys[i], value)
+      end
+      written = written + 1
+    end
+  end
+  return written
+end
+
+local function library_version()
+  return LIBRARY_VERSION
+end
+
+redis.register_function('hs_cas_many', cas_many)
+redis.register_function('hs_restore_many', restore_many)
+redis.register_function{function_name = 'hs_library_version', callback = library_version, flags = {'no-writes'}}
