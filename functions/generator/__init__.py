@@ -1,0 +1,1 @@
+"""Seeded, offline synthetic card transactions with fraud scenarios, drift and delayed labels."""
