@@ -40,7 +40,8 @@ def fields(**overrides: Any) -> dict[str, Any]:
     base = {
         "hidden_size": 8,
         "state_dtype": "float16",
-        "state_layout_version": 1,
+        "layout_version": 1,
+        "libraries": {"scikit-learn": "1.5.0", "numpy": "0.0-stale"},
         "feature_spec": {"inputs": ["amount_log"], "hidden_size": 8},
         "training": {"seed": 7, "data_window": {"start": "2026-01-01", "end": "2026-02-01"}, "epochs": 2,
                      "learning_rate": 0.001},
@@ -75,6 +76,8 @@ def test_package_published_to_a_directory_loads_back_verified(file_registry):
     assert set(manifest["files"]) == {WEIGHTS, "notes.txt"}
     assert manifest["files"][WEIGHTS]["bytes"] == len(weights())
     assert {"python", "torch", "numpy", "hiddenstate"} <= set(manifest["libraries"])
+    assert manifest["libraries"]["scikit-learn"] == "1.5.0", "a caller may record extra libraries"
+    assert manifest["libraries"]["numpy"] == np.__version__, "the registry's own reading wins"
     assert manifest["lifecycle"]["package_bytes"] == len(weights()) + 5
     assert manifest["lifecycle"]["save_seconds"] >= 0
     assert manifest["lifecycle"]["training_seconds"] == 12.5
@@ -408,6 +411,7 @@ def test_malformed_aliases_file_is_refused(file_registry, tmp_path):
          "'metrics.recall_at_1pct_fpr' must be a number in \\[0, 1\\]"),
         ({WEIGHTS: weights()}, fields(training={"seed": 1}), None, InvalidManifest, "'training.data_window'"),
         ({WEIGHTS: weights()}, fields(version="v9"), None, InvalidManifest, "'version' is set by the registry"),
+        ({WEIGHTS: weights()}, fields(libraries={"torch": 2}), None, InvalidManifest, "'libraries' must be an object"),
         ({WEIGHTS: weights()}, fields(lifecycle={"training_seconds": 1, "save_seconds": 2}), None, InvalidManifest,
          "'lifecycle.save_seconds' is measured by the registry"),
         ({WEIGHTS: weights()}, fields(lifecycle={"training_seconds": float("nan")}), None, InvalidManifest,

@@ -3,7 +3,9 @@
 The registry owns the envelope (``name``, ``version``, ``created_at``, ``files`` with sha256 and size,
 ``libraries``, and the lifecycle figures ``package_bytes`` and ``save_seconds``). The caller owns the model part,
 passed to ``Registry.publish`` as ``manifest_fields``; ``REQUIRED_FIELDS`` lists what it must hold. Any further
-JSON-serialisable keys are kept as they are, so a model can record what it needs.
+JSON-serialisable keys are kept as they are, so a model can record what it needs. A caller may add entries to
+``libraries`` (say, scikit-learn); the versions the registry reads itself (python, torch, numpy, safetensors,
+hiddenstate) win over the caller's.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ ALIASES_FILE = "aliases.json"
 # Written first, with create-if-absent, so that two publishers never get the same version number.
 CLAIM_FILE = ".claim"
 
-ENVELOPE_KEYS = frozenset({"manifest_version", "name", "version", "created_at", "files", "libraries"})
+ENVELOPE_KEYS = frozenset({"manifest_version", "name", "version", "created_at", "files"})
 REGISTRY_LIFECYCLE_KEYS = frozenset({"package_bytes", "save_seconds"})
 METRIC_KEYS = ("recall_at_1pct_fpr", "baseline_recall_at_1pct_fpr", "auc_pr", "baseline_auc_pr")
 TRAINING_KEYS = ("seed", "data_window", "epochs", "learning_rate")
 REQUIRED_FIELDS = {
     "hidden_size": "positive integer: the GRU state width",
     "state_dtype": "string: how states are stored in Valkey, e.g. 'float16'",
-    "state_layout_version": "positive integer: bumped when the state encoding changes",
+    "layout_version": "positive integer: the state layout, bumped when the state encoding changes",
     "feature_spec": "non-empty object: the feature encoding the weights expect",
     "training": f"object with {', '.join(TRAINING_KEYS)}",
     "metrics": f"object with numbers in [0, 1]: {', '.join(METRIC_KEYS)}",
@@ -124,8 +126,8 @@ def _check_model_fields(fields: Mapping[str, Any], where: str) -> None:
         )
     _require(_is_int(fields["hidden_size"]) and fields["hidden_size"] > 0, "hidden_size", "a positive integer", where)
     _require(isinstance(fields["state_dtype"], str) and bool(fields["state_dtype"]), "state_dtype", "a string", where)
-    layout = fields["state_layout_version"]
-    _require(_is_int(layout) and layout > 0, "state_layout_version", "a positive integer", where)
+    layout = fields["layout_version"]
+    _require(_is_int(layout) and layout > 0, "layout_version", "a positive integer", where)
     spec = fields["feature_spec"]
     _require(isinstance(spec, Mapping) and bool(spec), "feature_spec", "a non-empty object", where)
 
@@ -149,6 +151,12 @@ def _check_model_fields(fields: Mapping[str, Any], where: str) -> None:
     _require("training_seconds" in lifecycle, "lifecycle.training_seconds", "present", where)
     for key, value in lifecycle.items():
         _require(_is_number(value) and value >= 0, f"lifecycle.{key}", "a number >= 0", where)
+
+    libraries = fields.get("libraries", {})
+    _require(
+        isinstance(libraries, Mapping) and all(isinstance(v, str | None) for v in libraries.values()),
+        "libraries", "an object of library name to version string", where,
+    )
 
 
 def validate_manifest_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,7 +212,7 @@ def build_manifest(
         version=version,
         created_at=created_at,
         files={file: dict(entry) for file, entry in sorted(file_entries.items())},
-        libraries=library_versions(),
+        libraries={**fields.get("libraries", {}), **library_versions()},
     )
     manifest["lifecycle"] = {
         **fields["lifecycle"],
