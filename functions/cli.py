@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "functions.generator.cli",
     "functions.trainer.cli",
+    "functions.registry.cli",
 )
 
 

@@ -430,3 +430,52 @@ def test_publish_refuses_bad_input_and_writes_nothing(file_registry, files, mani
 
     assert file_registry.versions("gru") == []
     assert file_registry.aliases("gru") == {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The `hiddenstate registry` command.
+
+
+def run_cli(*argv: str) -> int:
+    import argparse
+
+    from functions.registry import cli
+
+    parser = argparse.ArgumentParser(prog="hiddenstate")
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["registry", *argv])
+    return args.handler(args)
+
+
+def test_cli_set_alias_promotes_a_version_and_prints_its_uri(file_registry, capsys):
+    file_registry.publish("gru", {WEIGHTS: weights(1)}, fields(), alias="champion")
+    file_registry.publish("gru", {WEIGHTS: weights(2)}, fields(), alias="challenger")
+
+    assert run_cli("set-alias", file_registry.uri, "gru", "champion", "v2") == 0
+
+    assert capsys.readouterr().out.strip() == f"{file_registry.uri}/gru@champion"
+    assert file_registry.aliases("gru")["champion"] == "v2"
+    assert run_cli("versions", file_registry.uri, "gru") == 0
+    assert capsys.readouterr().out.splitlines() == ["v1\t", "v2\tchallenger,champion"]
+
+
+def test_cli_verify_prints_the_resolved_version_and_phase_timings(file_registry, capsys):
+    file_registry.publish("gru", {WEIGHTS: weights()}, fields(), alias="champion")
+
+    assert run_cli("verify", f"{file_registry.uri}/gru@champion") == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == f"{file_registry.uri}/gru/v1"
+    assert set(report["timings_seconds"]) == {"resolve", "fetch", "checksum", "total"}
+
+
+def test_cli_reports_registry_errors_in_one_line_with_status_1(file_registry, capsys):
+    file_registry.publish("gru", {WEIGHTS: weights()}, fields(), alias="champion")
+
+    assert run_cli("show", f"{file_registry.uri}/gru@nope") == 1
+
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"hiddenstate registry: ModelNotFound: model 'gru' has no alias 'nope' in registry {file_registry.uri}; "
+        "aliases: champion"
+    )
