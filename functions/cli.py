@@ -13,6 +13,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "functions.generator.cli",
     "functions.trainer.cli",
     "functions.registry.cli",
+    "knative.deploy.cli",
+    "state_service.cli",
 )
 
 
