@@ -78,7 +78,7 @@ def _verify_in_place(ref: PackageRef, files: dict[str, Any], directory: Path) ->
             raise ChecksumMismatch(file_name, entry["sha256"], actual, str(directory))
 
 
-def load_package(model_uri: str, *, cache_dir: Path | None = None) -> LoadedPackage:
+def load_package(model_uri: str, *, cache_dir: Path | str | None = None) -> LoadedPackage:
     """Resolve ``model_uri``, make its files local, verify every sha256. Raises a ``RegistryError``."""
     started = time.perf_counter()
     parsed = parse_model_uri(model_uri)
@@ -97,7 +97,7 @@ def load_package(model_uri: str, *, cache_dir: Path | None = None) -> LoadedPack
         _verify_in_place(ref, files, directory)
         checksum_seconds = time.perf_counter() - resolved
     else:
-        directory = cache_directory(cache_dir or default_cache_dir(), ref)
+        directory = cache_directory(Path(cache_dir) if cache_dir else default_cache_dir(), ref)
         stale = [name for name, entry in files.items() if not _matches(directory / name, entry["sha256"])]
         checksum_seconds = time.perf_counter() - resolved
         for file_name in stale:
