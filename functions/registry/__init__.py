@@ -1,8 +1,11 @@
 """Model-as-a-package registry: versioned, checksummed model packages on a local directory or S3.
 
->>> from functions.registry import open_registry, load_package       # doctest: +SKIP
->>> ref = open_registry("file:///srv/models").publish("gru", files, fields, alias="champion")
->>> load_package(ref.uri("champion")).directory                       # verified local files
+Publishing (the trainer) and loading (the scorer)::
+
+    ref = open_registry("s3://models/fraud").publish("gru", {"model.safetensors": data}, fields, alias="champion")
+    print(ref.uri("champion"))                       # s3://models/fraud/gru@champion
+    package = load_package("s3://models/fraud/gru@champion")
+    package.directory / "model.safetensors"          # local, every sha256 verified
 """
 
 from functions.registry.errors import (
