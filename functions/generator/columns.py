@@ -16,7 +16,7 @@ from functions.generator import base, lifecycle, patterns
 from functions.generator.config import SCENARIOS, GeneratorConfig
 from functions.generator.drift import SECONDS_PER_DAY, realised_timeline
 from functions.generator.rows import Rows
-from functions.generator.world import COUNTRIES, build_world
+from functions.generator.world import COUNTRIES, World, build_world
 
 COMPONENTS = ("profiles", "terminals", "daily", "travel", "S2", "S3", "card_testing", "burst", "geo_jump",
               "point_of_compromise", "label_delay", "replacement")
@@ -99,10 +99,20 @@ def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def random_streams(config: GeneratorConfig) -> dict[str, np.random.Generator]:
+    children = np.random.SeedSequence(config.seed).spawn(len(COMPONENTS))
+    return {name: np.random.default_rng(child) for name, child in zip(COMPONENTS, children, strict=True)}
+
+
+def population(config: GeneratorConfig) -> World:
+    """The customers and terminals that ``generate_columns(config)`` uses (for checks against their rates)."""
+    rng = random_streams(config)
+    return build_world(config, rng["profiles"], rng["terminals"])
+
+
 def generate_columns(config: GeneratorConfig) -> tuple[TransactionColumns, GroundTruthMeta]:
     """Generate the whole stream for ``config``: the same config always gives the same columns."""
-    rng = dict(zip(COMPONENTS, (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(
-        len(COMPONENTS))), strict=True))
+    rng = random_streams(config)
     world = build_world(config, rng["profiles"], rng["terminals"])
     rows = base.base_transactions(config, world, rng["daily"])
     trips = base.apply_travel(config, world, rows, rng["travel"])
