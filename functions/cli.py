@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "functions.registry.cli",
     "knative.deploy.cli",
     "state_service.cli",
+    "knative.local.eventing.cli",
 )
 
 
