@@ -1,0 +1,54 @@
+"""The scorer's configuration, read once from the environment as Knative passes it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    port: int = 8080
+    model_uri: str = ""
+    model_cache_dir: Path | None = None
+    max_batch: int = 256  # events per micro-batch: past ~256 the step's per-event cost stops falling
+    http_threads: int = 32  # request threads: concurrent requests are what micro-batching gathers
+    workers: int = 1  # Knative scales out by instances; one worker per instance keeps one batcher per instance
+    torch_threads: int = 1  # batches are small; intra-op threads only add contention with the HTTP threads
+    microbatch: bool = True
+    conflict_attempts: int = 5
+    retry_after_s: int = 1
+    service: str = "scorer"
+    revision: str = "scorer-local"
+    configuration: str = "scorer"
+
+    @classmethod
+    def from_env(cls) -> ScorerConfig:
+        env = os.environ
+        cache = env.get("MODEL_CACHE_DIR")
+        return cls(
+            port=_int("PORT", 8080),
+            model_uri=env.get("MODEL_URI", ""),
+            model_cache_dir=Path(cache) if cache else None,
+            max_batch=_int("SCORER_MAX_BATCH", cls.max_batch),
+            http_threads=_int("SCORER_HTTP_THREADS", cls.http_threads),
+            workers=_int("SCORER_WORKERS", cls.workers),
+            torch_threads=_int("TORCH_NUM_THREADS", cls.torch_threads),
+            microbatch=env.get("SCORER_MICROBATCH", "1").lower() not in ("0", "false", "off", "no"),
+            conflict_attempts=_int("SCORER_CONFLICT_ATTEMPTS", cls.conflict_attempts),
+            retry_after_s=_int("SCORER_RETRY_AFTER_S", cls.retry_after_s),
+            service=env.get("K_SERVICE", cls.service),
+            revision=env.get("K_REVISION", cls.revision),
+            configuration=env.get("K_CONFIGURATION", cls.configuration),
+        )
+
+    @property
+    def source(self) -> str:
+        """The ``source`` of reply events: which service and revision scored it."""
+        return f"/knative/{self.service}/{self.revision}"

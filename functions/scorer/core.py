@@ -1,0 +1,264 @@
+"""Scoring, without HTTP: a batch of transactions in, one score per transaction out, states kept exact.
+
+For a batch: one read of every card and merchant state involved, the pure GRU step in as few rounds as the batch's
+entity chains allow, then one compare-and-set (with event dedupe) for every entity. A conflict (another instance
+moved the entity on) or a redelivered event sends only the affected entities round again, on the stored state the
+store handed back. Nothing here knows Flask exists.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from functions.contract import Score, Transaction
+from functions.model import EntityContext, events_from_transactions, pack_context, unpack_contexts
+from functions.model.features import EventColumns, encode_features
+from functions.model.package import Predictor
+from state_service.errors import ConflictRetriesExhausted
+from state_service.store import AppliedEvent, EntityKey, EntityState, Outcome, StateStore, StateUpdate
+
+_RECEIPT = struct.Struct("<fI")  # the score and the entity's seq after the event: what a redelivery gets back
+CARD, MERCHANT = "card", "merchant"
+
+
+@dataclass
+class BatchStats:
+    """What one batch cost, for metrics."""
+
+    size: int = 0
+    rounds: int = 0
+    attempts: int = 0
+    conflicts: int = 0
+    duplicates: int = 0
+    step_seconds: float = 0.0
+
+
+@dataclass
+class _Entity:
+    """One distinct entity of a batch and the batch's events for it, in arrival order."""
+
+    key: EntityKey
+    state: EntityState
+    events: list[int]
+    done: bool = False
+    # Events this entity had already absorbed (a redelivery), with the (score, seq) stored for them.
+    applied_before: dict[int, tuple[float, int]] | None = None
+
+
+def _entity_rounds(slots: list[tuple[int, int]]) -> list[int]:
+    """Round of each event: one after the latest earlier event sharing its card or merchant, so every entity
+    absorbs its events in order and each round holds at most one event per entity."""
+    latest: dict[int, int] = {}
+    rounds = []
+    for card, merchant in slots:
+        r = max(latest.get(card, -1), latest.get(merchant, -1)) + 1
+        latest[card] = latest[merchant] = r
+        rounds.append(r)
+    return rounds
+
+
+class ScoringCore:
+    """Scores batches of transactions against the state store with one predictor."""
+
+    def __init__(self, predictor: Predictor, store: StateStore, *, max_attempts: int = 5,
+                 backoff_s: float = 0.002) -> None:
+        self.predictor = predictor
+        self.store = store
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.hidden_size = predictor.spec.hidden_size
+
+    def score(self, transactions: Sequence[Transaction]) -> tuple[list[Score], BatchStats]:
+        stats = BatchStats(size=len(transactions))
+        position: dict[str, int] = {}
+        unique = []
+        echo: dict[int, int] = {}  # a second copy of an event inside one batch replies as the first copy
+        for i, t in enumerate(transactions):
+            if t.dedupe_key in position:
+                echo[i] = position[t.dedupe_key]
+            else:
+                position[t.dedupe_key] = len(unique)
+                unique.append(t)
+        scores = self._score_unique(unique, stats)
+        out = []
+        position = 0
+        for i in range(len(transactions)):
+            if i in echo:
+                original = scores[echo[i]]
+                out.append(Score(original.transaction_id, original.card_id, original.merchant_id, original.score,
+                                 original.model_version, original.card_seq, original.merchant_seq, True))
+                stats.duplicates += 1
+            else:
+                out.append(scores[position])
+                position += 1
+        return out, stats
+
+    def _score_unique(self, transactions: Sequence[Transaction], stats: BatchStats) -> list[Score]:
+        namespace = self.predictor.namespace
+        index: dict[EntityKey, int] = {}
+        slots: list[tuple[int, int]] = []
+        for t in transactions:
+            card = index.setdefault(EntityKey(namespace, CARD, t.card_id), len(index))
+            merchant = index.setdefault(EntityKey(namespace, MERCHANT, t.merchant_id), len(index))
+            slots.append((card, merchant))
+        keys = list(index)
+        entities = [_Entity(key, state, []) for key, state in zip(keys, self.store.read_many(keys), strict=True)]
+        for i, (card, merchant) in enumerate(slots):
+            entities[card].events.append(i)
+            entities[merchant].events.append(i)
+        events = events_from_transactions(transactions)
+
+        for attempt in range(1, self.max_attempts + 1):
+            stats.attempts = attempt
+            fold = self._fold(entities, slots, events, stats)
+            pending = []
+            for slot, entity in enumerate(entities):
+                if not entity.done and not any(self._absorbs(entity, i) for i in entity.events):
+                    entity.done = True  # every event of this entity was applied before: nothing to write
+                if not entity.done:
+                    pending.append(slot)
+            results = self.store.compare_and_set_many(
+                [self._update(slot, entities[slot], transactions, fold) for slot in pending]
+            ) if pending else []
+            for slot, result in zip(pending, results, strict=True):
+                entity = entities[slot]
+                if result.outcome is Outcome.APPLIED:
+                    entity.done = True
+                    continue
+                entity.state = result.current or entity.state
+                if result.outcome is Outcome.CONFLICT:
+                    stats.conflicts += 1
+                else:
+                    stats.duplicates += 1
+                    self._forget_duplicates(entity, transactions, result.duplicates)
+            if all(e.done for e in entities):
+                return self._scores(transactions, slots, entities, fold)
+            if attempt < self.max_attempts:
+                time.sleep(self.backoff_s * attempt)
+        raise ConflictRetriesExhausted([e.key for e in entities if not e.done], self.max_attempts, [])
+
+    # -- the pure part: fold each entity's events through the step -------------------------------------------
+
+    def _fold(self, entities: list[_Entity], slots: list[tuple[int, int]], events: EventColumns,
+              stats: BatchStats) -> _Fold:
+        n = len(slots)
+        rounds = np.array(_entity_rounds(slots), np.int64)
+        channel, country = unpack_contexts([e.state.context for e in entities])
+        fold = _Fold(
+            hidden=[torch.from_numpy(e.state.hidden.astype(np.float32)).unsqueeze(0) for e in entities],
+            seq=[e.state.version for e in entities],
+            last_time=[e.state.last_event_time for e in entities],
+            channel=channel, country=country,
+            scores=np.zeros(n, np.float32), card_seq=np.zeros(n, np.int64), merchant_seq=np.zeros(n, np.int64),
+        )
+        started = time.perf_counter()
+        for r in range(int(rounds.max()) + 1 if n else 0):
+            rows = np.flatnonzero(rounds == r)
+            stats.rounds += 1
+            card_slots = [slots[i][0] for i in rows]
+            merchant_slots = [slots[i][1] for i in rows]
+            batch = events.take(rows)
+            features = encode_features(
+                batch, fold.context(card_slots), fold.context(merchant_slots), self.predictor.spec
+            )
+            with torch.inference_mode():
+                step = self.predictor.model.step(
+                    torch.cat([fold.hidden[s] for s in card_slots]),
+                    torch.cat([fold.hidden[s] for s in merchant_slots]),
+                    features,
+                )
+            fold.scores[rows] = step.scores.numpy()
+            for j, i in enumerate(rows):
+                for slot, new_states, seq_out in ((card_slots[j], step.card_states, fold.card_seq),
+                                                  (merchant_slots[j], step.merchant_states, fold.merchant_seq)):
+                    entity = entities[slot]
+                    if not self._absorbs(entity, i):
+                        seq_out[i] = entity.applied_before[i][1]
+                        continue
+                    # The next event of this entity reads what the store will hold: float16.
+                    fold.hidden[slot] = new_states[j : j + 1].to(torch.float16).to(torch.float32)
+                    fold.seq[slot] += 1
+                    seq_out[i] = fold.seq[slot]
+                    # Out-of-order events: the state absorbs them in arrival order; the last event time never
+                    # moves backwards, so a late event sees a zero gap rather than a negative one.
+                    fold.last_time[slot] = max(fold.last_time[slot], float(batch.time_s[j]))
+                    fold.channel[slot], fold.country[slot] = batch.channel[j], batch.country[j]
+        stats.step_seconds += time.perf_counter() - started
+        return fold
+
+    @staticmethod
+    def _absorbs(entity: _Entity, event: int) -> bool:
+        return not entity.applied_before or event not in entity.applied_before
+
+    # -- store protocol ---------------------------------------------------------------------------------------
+
+    def _update(self, slot: int, entity: _Entity, transactions: Sequence[Transaction], fold: _Fold) -> StateUpdate:
+        seqs = fold.card_seq if entity.key.entity_type == CARD else fold.merchant_seq
+        return StateUpdate(
+            key=entity.key,
+            expected_version=entity.state.version,
+            events=tuple(
+                AppliedEvent(transactions[i].dedupe_key, _RECEIPT.pack(float(fold.scores[i]), int(seqs[i])))
+                for i in entity.events if self._absorbs(entity, i)
+            ),
+            last_event_time=fold.last_time[slot],
+            hidden=fold.hidden[slot].reshape(-1).to(torch.float16).numpy(),
+            context=pack_context(int(fold.channel[slot]), int(fold.country[slot])),
+        )
+
+    @staticmethod
+    def _forget_duplicates(entity: _Entity, transactions: Sequence[Transaction],
+                           duplicates: dict[str, tuple[int, bytes]]) -> None:
+        """Remember which of this entity's events it had absorbed before, and what was stored for them."""
+        by_key = {transactions[i].dedupe_key: i for i in entity.events}
+        known = dict(entity.applied_before or {})
+        for event_key, (version, receipt) in duplicates.items():
+            if event_key in by_key:
+                score, seq = _RECEIPT.unpack(receipt[: _RECEIPT.size]) if len(receipt) >= _RECEIPT.size \
+                    else (float("nan"), version)
+                known[by_key[event_key]] = (score, seq)
+        entity.applied_before = known
+
+    def _scores(self, transactions: Sequence[Transaction], slots: list[tuple[int, int]], entities: list[_Entity],
+                fold: _Fold) -> list[Score]:
+        out = []
+        for i, t in enumerate(transactions):
+            before = [entities[s].applied_before[i] for s in slots[i] if not self._absorbs(entities[s], i)]
+            # A redelivery answers with the score stored when the event was first applied.
+            score = before[0][0] if before else float(fold.scores[i])
+            out.append(Score(
+                transaction_id=t.id, card_id=t.card_id, merchant_id=t.merchant_id,
+                score=min(max(score, 0.0), 1.0), model_version=self.predictor.namespace,
+                card_seq=int(fold.card_seq[i]), merchant_seq=int(fold.merchant_seq[i]),
+                duplicate=len(before) == 2,
+            ))
+        return out
+
+
+@dataclass
+class _Fold:
+    """Per-entity running state while a batch is folded, and per-event outputs."""
+
+    hidden: list[torch.Tensor]
+    seq: list[int]
+    last_time: list[float]
+    channel: np.ndarray
+    country: np.ndarray
+    scores: np.ndarray
+    card_seq: np.ndarray
+    merchant_seq: np.ndarray
+
+    def context(self, slots: list[int]) -> EntityContext:
+        index = np.array(slots, np.int64)
+        return EntityContext(
+            seen=np.array([self.seq[s] > 0 for s in slots], bool),
+            last_time_s=np.array([self.last_time[s] for s in slots], np.float64),
+            last_channel=self.channel[index],
+            last_country=self.country[index],
+        )
