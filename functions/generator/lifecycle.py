@@ -36,13 +36,30 @@ class Lifecycle:
 
 
 def own_report_times(config: GeneratorConfig, rows: Rows, rng: np.random.Generator) -> np.ndarray:
-    """When each fraud would be reported on its own (inf if never); drawn for every row to keep streams aligned."""
+    """When each fraud would be reported on its own account (inf if never).
+
+    A cardholder disputes an incident, not each transaction: one delay is drawn per (pattern instance, card slot)
+    from the incident's first transaction. A transaction of the incident that happens after that report (an S2
+    terminal skimming the same card again weeks later) is a new incident with its own delay.
+    """
     labels = config.labels
-    delay = rng.lognormal(math.log(labels.fraud_median_days * SECONDS_PER_DAY), labels.fraud_sigma, len(rows))
-    lost = (rng.random(len(rows)) < labels.never_reported) | (delay > labels.max_days * SECONDS_PER_DAY)
+    median_s, max_s = labels.fraud_median_days * SECONDS_PER_DAY, labels.max_days * SECONDS_PER_DAY
+    fraud = np.flatnonzero(rows.scenario > 0)
+    key = (rows.scenario[fraud].astype(np.int64) << 44) | (rows.instance[fraud] << 20) | rows.slot[fraud]
+    groups, group = np.unique(key, return_inverse=True)
+    first = np.full(len(groups), np.inf)
+    np.minimum.at(first, group, rows.t[fraud].astype(np.float64))
+    delay = rng.lognormal(math.log(median_s), labels.fraud_sigma, len(groups))
+    lost = (rng.random(len(groups)) < labels.never_reported) | (delay > max_s)
+    incident_report = np.where(lost, np.inf, first + delay)[group]
+    t = rows.t[fraud].astype(np.float64)
+    own_delay = rng.lognormal(math.log(median_s), labels.fraud_sigma, len(fraud))
+    own_lost = (rng.random(len(fraud)) < labels.never_reported) | (own_delay > max_s)
+    later = incident_report <= t
+    incident_report[later] = np.where(own_lost[later], np.inf, t[later] + own_delay[later])
+    report = np.full(len(rows), np.inf)
     # Whole seconds, strictly after the transaction, so a label never precedes or ties with it.
-    report = np.maximum(np.ceil(rows.t + delay), rows.t + 1).astype(np.float64)
-    report[lost | (rows.scenario == 0)] = np.inf
+    report[fraud] = np.maximum(np.ceil(incident_report), t + 1)
     return report
 
 
