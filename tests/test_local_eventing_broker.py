@@ -130,6 +130,14 @@ def test_invalid_event_gets_400_with_a_json_error_naming_the_problem(broker, pee
     assert subscriber.received == []
 
 
+def test_oversized_body_gets_413_with_a_json_error(broker, peers):
+    running = broker([trigger_manifest("all", peers().url)])
+    headers = {"ce-id": "1", "ce-source": "/s", "ce-type": "t", "ce-specversion": "1.0"}
+    response = requests.post(running.broker.ingress_url("test", "default"), headers=headers,
+                             data=b"x" * (2 * 1024 * 1024), timeout=10)
+    assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+
+
 def test_event_with_no_hops_left_is_rejected(broker, peers):
     running = broker([trigger_manifest("all", peers().url)])
     response = post(running.broker.ingress_url("test", "default"), transaction(knativebrokerttl="0"))

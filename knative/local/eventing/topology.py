@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from knative.local.eventing.delivery import DeliverySpec, choose_delivery, default_delivery
+from knative.local.eventing.delivery import (
+    DeliverySpec,
+    choose_delivery,
+    default_delivery,
+    load_config_br_defaults,
+)
 from knative.local.eventing.errors import EventingConfigError
 from knative.local.eventing.filters import Predicate, compile_trigger_filter
 
@@ -127,6 +132,8 @@ def read_topology(
     brokers: list[dict[str, Any]], triggers: list[dict[str, Any]], config_br_defaults: Mapping[str, Any] | None
 ) -> tuple[dict[tuple[str, str], BrokerSpec], list[TriggerSpec]]:
     """Brokers by (namespace, name), and Triggers in manifest order. Raises ``EventingConfigError``."""
+    if config_br_defaults is None:
+        config_br_defaults = load_config_br_defaults()
     by_key: dict[tuple[str, str], BrokerSpec] = {}
     for obj in brokers:
         broker = read_broker(obj)
