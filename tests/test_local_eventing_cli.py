@@ -196,3 +196,38 @@ def test_tail_follow_prints_events_as_they_arrive(sink):
 def test_tail_before_any_event_says_so(tmp_path):
     result = hiddenstate("tail", "--home", str(tmp_path))
     assert result.returncode == 2 and b"no event has reached the sink" in result.stderr
+
+
+def test_the_projects_manifests_route_transactions_to_the_scorer_and_its_scores_to_the_sink(tmp_path, sink):
+    from datetime import UTC, datetime
+
+    from functions.contract import Score, score_event
+    from knative.manifests import brokers, load_manifests, triggers
+
+    home, sink_url = sink
+
+    def scorer_reply(_index, request):
+        data = orjson.loads(request.body)
+        result = Score(request.headers["ce-id"], data["card_id"], data["merchant_id"], 0.25, "v1", 1, 1, False)
+        message = ce_http.to_binary_event(score_event(result, source="/scorer", time=datetime.now(UTC)))
+        return 200, message.headers, message.body
+
+    scorer = Subscriber(scorer_reply)
+    services = {"scorer": scorer.url, "event-display": sink_url}
+    objs = load_manifests("dev")
+    running = BrokerThread(brokers(objs), triggers(objs), lambda ref: services[ref["name"]])
+    try:
+        (broker_spec,) = brokers(objs)
+        ingress = running.broker.ingress_url(broker_spec["metadata"]["namespace"], broker_spec["metadata"]["name"])
+        write_endpoints(home, broker=ingress, services=services)
+        result = hiddenstate("send", "--home", str(home), "--preset", "tiny", "--count", "20", "--rate", "0",
+                             "--no-progress")
+        assert result.returncode == 0, result.stderr.decode()
+        running.drain()
+        counters = running.counters()
+        assert (counters["accepted"], counters["replies"], counters["delivered"]) == (20, 20, 40)
+        lines = hiddenstate("tail", "--home", str(home)).stdout.decode().splitlines()
+        assert len(lines) == 20 and all("score 0.2500" in line for line in lines)
+    finally:
+        running.close()
+        scorer.close()
