@@ -92,6 +92,7 @@ class LocalBroker:
 
     async def start(self) -> None:
         """Bind the port and start accepting events. Semaphores are made here, inside the running loop."""
+        self._triggers = {key: [] for key in self._brokers}
         for spec in self._trigger_specs:
             self._triggers[spec.broker].append(_Trigger(spec, asyncio.Semaphore(self._max_in_flight)))
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
