@@ -45,6 +45,13 @@ def test_builtin_builder_gives_the_same_objects_as_kubectl_kustomize(overlay):
     assert _normalised(build_builtin(path)) == _normalised(build_with_binary(path, ["kubectl", "kustomize"]))
 
 
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "base"])
+def test_every_object_lands_in_the_hiddenstate_namespace(overlay):
+    for obj in load_manifests(overlay):
+        where = obj["metadata"]["name"] if obj["kind"] == "Namespace" else obj["metadata"].get("namespace")
+        assert where == "hiddenstate", f"{obj['kind']}/{obj['metadata']['name']}"
+
+
 def test_scorer_service_runs_the_scorer_module_with_config_and_secret_env():
     objs = load_manifests("dev")
     scorer = find(objs, "Service", "scorer", SERVING_API)

@@ -162,6 +162,8 @@ class Cluster:
     def apply(self, obj: Obj, dry_run: bool = False) -> tuple[str, Obj]:
         """Create ``obj``, or patch it if it exists. Returns ``("created" | "patched", object as stored)``."""
         kind, name, namespace = kind_of(obj), obj["metadata"]["name"], obj["metadata"].get("namespace")
+        if kind.namespaced and not namespace:
+            raise ApiRejected(f"{describe(obj)} has no metadata.namespace; set `namespace:` in the kustomization")
         options: dict[str, Any] = {"field_manager": FIELD_MANAGER, "field_validation": "Strict"}
         if dry_run:
             options["dry_run"] = "All"
