@@ -1,0 +1,154 @@
+"""The scorer's life: readiness, draining on SIGTERM, surviving Valkey outages, and parity with the offline step."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+import valkey
+from cloudevents.core.bindings import http as ce_http
+from valkey_fixtures import start_with_library
+
+from functions.contract import transaction_event
+from functions.generator import GeneratorConfig, generate_columns
+from functions.model.package import load_predictor
+from functions.trainer.stream import build_stream
+from functions.trainer.tbptt import run_stream
+from state_service.server import ValkeyServer, free_port
+from state_service.store import StateStore
+
+pytest_plugins = ["valkey_fixtures", "scorer_fixtures"]
+
+TIME = "2026-03-01T12:00:00Z"
+
+
+def _message(card: str | None = None):
+    data = {"card_id": card or f"card-{uuid.uuid4().hex}", "merchant_id": "m-1", "amount": 10.0}
+    return ce_http.to_binary_event(transaction_event(uuid.uuid4().hex, data, time=TIME))
+
+
+def _post(url: str, message, timeout: float = 30) -> requests.Response:
+    return requests.post(url, headers=message.headers, data=message.body, timeout=timeout)
+
+
+def _poll(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _readiness(url: str) -> int:
+    try:
+        return requests.get(f"{url}/health/readiness", timeout=2).status_code
+    except requests.ConnectionError:
+        return 0
+
+
+def test_readiness_stays_false_until_valkey_is_there(start_scorer, tmp_path: Path):
+    port = free_port()
+    server = ValkeyServer(tmp_path / "valkey", port=port)
+    scorer = start_scorer({"VALKEY_URL": server.url, "VALKEY_CONNECT_TIMEOUT_S": "0.2"}, wait=False)
+    _poll(lambda: _readiness(scorer.url) == 503, what="the scorer to answer 503 on readiness")
+    assert requests.get(f"{scorer.url}/health/liveness", timeout=2).status_code == 200
+    assert _post(scorer.url, _message()).status_code == 503
+    with server.start(), StateStore(server.admin_url) as admin:
+        admin.ensure_library()
+        _poll(lambda: _readiness(scorer.url) == 200, what="readiness once valkey is up")
+        assert _post(scorer.url, _message()).status_code == 200
+
+
+def test_valkey_killed_mid_run_gives_503_with_retry_after_then_recovers_without_restart(
+    start_scorer, fresh_valkey_server: ValkeyServer
+):
+    scorer = start_scorer({"VALKEY_URL": fresh_valkey_server.url, "VALKEY_CONNECT_TIMEOUT_S": "0.2"})
+    card = f"card-{uuid.uuid4().hex}"
+    assert _post(scorer.url, _message(card)).status_code == 200
+    fresh_valkey_server.kill()
+    failed = _post(scorer.url, _message(card))
+    assert failed.status_code == 503
+    assert failed.headers["Retry-After"].isdigit()
+    assert failed.json()["error"] == "state_unavailable"
+    fresh_valkey_server.restart()
+    _poll(lambda: _post(scorer.url, _message(card)).status_code == 200, what="scoring to recover")
+    assert scorer.process.poll() is None
+
+
+@pytest.fixture
+def debuggable_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A private server that accepts DEBUG SLEEP from loopback, to make Valkey slow on purpose."""
+    server = start_with_library(tmp_path / "debuggable", extra_args={"enable-debug-command": "local"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _sleep_valkey(server: ValkeyServer, seconds: float) -> threading.Thread:
+    admin = valkey.Valkey.from_url(server.admin_url)
+    sleeper = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", str(seconds)))
+    sleeper.start()
+    return sleeper
+
+
+def test_slow_valkey_gives_503_and_writes_nothing(start_scorer, debuggable_valkey: ValkeyServer):
+    fresh_valkey_server = debuggable_valkey
+    scorer = start_scorer({"VALKEY_URL": fresh_valkey_server.url, "VALKEY_TIMEOUT_S": "0.2"})
+    card = f"card-{uuid.uuid4().hex}"
+    sleeper = _sleep_valkey(fresh_valkey_server, 1.5)
+    response = _post(scorer.url, _message(card))
+    sleeper.join()
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    _poll(lambda: _readiness(scorer.url) == 200, what="readiness after the slow spell")
+    assert _post(scorer.url, _message(card)).json()["card_seq"] == 1
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(start_scorer, debuggable_valkey: ValkeyServer):
+    scorer = start_scorer({"VALKEY_URL": debuggable_valkey.url, "VALKEY_TIMEOUT_S": "5"})
+    result: dict[str, requests.Response] = {}
+    sleeper = _sleep_valkey(debuggable_valkey, 1.5)
+    request = threading.Thread(target=lambda: result.setdefault("r", _post(scorer.url, _message())))
+    request.start()
+
+    def in_flight() -> bool:
+        text = requests.get(f"{scorer.url}/metrics", timeout=2).text
+        line = next(x for x in text.splitlines() if x.startswith("scorer_in_flight_requests"))
+        return float(line.split()[-1]) >= 1
+
+    _poll(in_flight, what="the request to be in flight")
+    scorer.process.send_signal(signal.SIGTERM)
+    request.join(30)
+    sleeper.join()
+    assert result["r"].status_code == 200
+    assert scorer.process.wait(30) == 0
+
+
+def test_http_scores_equal_the_offline_step_with_float16_states(scorer_url, model_uri):
+    columns, _ = generate_columns(GeneratorConfig.preset("tiny", seed=3))
+    count = 150
+    with requests.Session() as session:
+        served = []
+        for i in range(count):
+            event_id, time_text, data = columns.transaction(i)
+            event = transaction_event(f"parity-{uuid.uuid4().hex[:6]}-{event_id}", data, time=time_text)
+            message = ce_http.to_binary_event(event)
+            reply = session.post(scorer_url, headers=message.headers, data=message.body, timeout=30)
+            assert reply.status_code == 200, reply.text
+            served.append(reply.json()["score"])
+
+    predictor = load_predictor(model_uri)
+    subset = type(columns)(**{name: getattr(columns, name)[:count] for name in columns.__dataclass_fields__})
+    torch.set_num_threads(1)
+    offline = run_stream(predictor.model, build_stream(subset, predictor.spec))
+    assert np.max(np.abs(np.array(served) - offline)) <= 1e-5
