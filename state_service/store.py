@@ -75,6 +75,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 URL_SCHEMES = ("redis", "rediss", "valkey", "valkeys")
 _TLS_SCHEMES = ("rediss", "valkeys")
+_BACKOFF_DOUBLINGS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,10 @@ class StateStore:
         loaded = self._loaded_version()
         if loaded != library_version():
             found = "absent" if loaded is None else f"at version {loaded}"
-            raise LibraryMissing(f"library {LIBRARY_NAME!r} is {found}; this client needs v{library_version()}")
+            raise LibraryMissing(
+                f"library {LIBRARY_NAME!r} is {found}; this client needs v{library_version()}: "
+                "run `hiddenstate state load-library` with the admin URL"
+            )
 
     def _loaded_version(self) -> str | None:
         try:
@@ -255,7 +259,8 @@ class StateStore:
         backoff_s: float = 0.002,
     ) -> list[UpdateResult]:
         """Read ``keys``, let ``compute`` turn their states into one update per key (same order), compare-and-set,
-        and on conflicts re-run ``compute`` with the conflicting entities' fresh states, backing off with jitter.
+        and on conflicts re-run ``compute`` with the conflicting entities' fresh states, backing off with jitter
+        (up to ``backoff_s`` × 2^attempt, at most 32 × ``backoff_s``).
 
         ``compute`` always receives a state per key: fresh ones for entities that conflicted, the originally read
         ones for entities already written, so a joint computation (card and merchant together) stays consistent;
@@ -283,7 +288,8 @@ class StateStore:
             pending = conflicting
             if attempt < max_attempts:
                 metrics.CONFLICT_RETRIES.inc(len(conflicting))
-                time.sleep(random.uniform(0, backoff_s * 2 ** (attempt - 1)))
+                # Full jitter spreads racing scorers apart; the cap keeps a long retry budget from sleeping seconds.
+                time.sleep(random.uniform(0, backoff_s * 2 ** min(attempt - 1, _BACKOFF_DOUBLINGS)))
         raise ConflictRetriesExhausted([keys[i] for i in pending], max_attempts, results)
 
     def delete(self, key: EntityKey) -> bool:

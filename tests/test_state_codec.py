@@ -1,0 +1,115 @@
+"""The pure parts of the state protocol: key layout and value encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from state_service.codec import (
+    HEADER_SIZE,
+    EntityState,
+    decode_applied,
+    decode_state,
+    encode_applied,
+    encode_state,
+    event_digest,
+)
+from state_service.errors import InvalidStateRequest, StateCorrupt
+from state_service.keys import EntityKey, parse_state_key, state_key_pattern
+
+
+def test_entity_key_is_hash_tagged_so_state_and_dedupe_share_a_slot() -> None:
+    key = EntityKey("fraud-gru@v3", "card", "c1")
+    assert key.state_key == "hs:{fraud-gru@v3:card:c1}"
+    assert key.dedupe_key(7) == "hs:{fraud-gru@v3:card:c1}:dd:7"
+    # The hash tag is the text between the first { and the next }: identical for both keys.
+    tag = lambda k: k[k.index("{") + 1 : k.index("}")]  # noqa: E731
+    assert tag(key.state_key) == tag(key.dedupe_key(7))
+
+
+@pytest.mark.parametrize("entity_id", ["a}b{c", "x:y:z", "100%", "ünïcödé", "with space", "a" * 128, "}"])
+def test_any_entity_id_round_trips_and_never_breaks_the_hash_tag(entity_id: str) -> None:
+    key = EntityKey("ns:{odd}", "merchant", entity_id)
+    inner = key.state_key[len("hs:{") : -1]
+    assert "{" not in inner and "}" not in inner and inner.count(":") == 2
+    assert parse_state_key(key.state_key) == key
+
+
+def test_ids_that_differ_only_in_escaped_characters_get_different_keys() -> None:
+    assert EntityKey("ns", "card", "a:b").state_key != EntityKey("ns", "card", "a%3Ab").state_key
+
+
+@pytest.mark.parametrize(
+    ("namespace", "entity_type", "entity_id"),
+    [("", "card", "c1"), ("ns", "terminal", "c1"), ("ns", "card", ""), ("ns", "card", "x" * 129)],
+)
+def test_invalid_entity_keys_are_refused_with_a_clear_error(namespace: str, entity_type: str, entity_id: str) -> None:
+    with pytest.raises(InvalidStateRequest):
+        EntityKey(namespace, entity_type, entity_id)
+
+
+def test_scan_pattern_of_a_namespace_escapes_glob_characters() -> None:
+    assert state_key_pattern("m*[1]@v1") == "hs:{m\\*%5B1%5D@v1:*}"
+    assert state_key_pattern() == "hs:{*}"
+
+
+def test_state_value_round_trips_with_millisecond_time_and_float16_state() -> None:
+    hidden = np.linspace(-2, 2, 64, dtype=np.float32)
+    raw = encode_state(41, 1_767_225_600.1234, hidden, b"\x01PT", 64)
+    assert len(raw) == HEADER_SIZE + 128 + 3
+    state = decode_state("k", raw, 64)
+    assert state.version == 41
+    assert state.last_event_time == pytest.approx(1_767_225_600.123, abs=1e-6)
+    assert state.hidden.dtype == np.float16
+    np.testing.assert_array_equal(state.hidden, hidden.astype(np.float16))
+    assert state.context == b"\x01PT"
+
+
+def test_largest_value_at_hidden_size_64_fits_in_148_bytes() -> None:
+    assert len(encode_state(1, 1.0, np.zeros(64), b"12345678", 64)) == 148
+
+
+def test_absent_value_decodes_to_the_unseen_default() -> None:
+    state = decode_state("k", None, 8)
+    assert (state.version, state.last_event_time, state.context) == (0, 0.0, b"")
+    np.testing.assert_array_equal(state.hidden, np.zeros(8, dtype=np.float16))
+    assert isinstance(state, EntityState)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [(b"", "shorter"), (b"\x07" + b"\x00" * 200, "layout version 7"), (b"\x01" + b"\x00" * 11 + b"\x00" * 10, "size")],
+)
+def test_undecodable_bytes_raise_state_corrupt_naming_the_key(raw: bytes, reason: str) -> None:
+    with pytest.raises(StateCorrupt, match=reason) as caught:
+        decode_state("hs:{ns:card:c9}", raw, 64)
+    assert caught.value.key == "hs:{ns:card:c9}"
+    assert "hs:{ns:card:c9}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hidden": np.zeros(63)},
+        {"hidden": np.full(64, np.nan)},
+        {"hidden": np.full(64, 1e6)},  # beyond float16
+        {"context": b"123456789"},
+        {"last_event_time": -1.0},
+        {"version": 0},
+    ],
+)
+def test_values_the_layout_cannot_hold_are_refused(bad: dict) -> None:
+    args = {"version": 1, "last_event_time": 1.0, "hidden": np.zeros(64), "context": b""} | bad
+    with pytest.raises(InvalidStateRequest):
+        encode_state(args["version"], args["last_event_time"], args["hidden"], args["context"], 64)
+
+
+def test_event_digest_is_16_bytes_and_distinguishes_source_from_id() -> None:
+    assert len(event_digest("s\x00id")) == 16
+    assert event_digest("a\x00bc") != event_digest("ab\x00c")
+
+
+def test_applied_record_round_trips_and_limits_the_receipt() -> None:
+    assert decode_applied("k", encode_applied(9, b"score")) == (9, b"score")
+    with pytest.raises(InvalidStateRequest):
+        encode_applied(1, b"x" * 17)

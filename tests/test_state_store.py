@@ -1,0 +1,310 @@
+"""StateStore against a real valkey-server: compare-and-set, dedupe, batching, retries, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import valkey
+
+from state_service.codec import EntityState
+from state_service.errors import (
+    ConflictRetriesExhausted,
+    InvalidStateRequest,
+    LibraryMissing,
+    StateCorrupt,
+    StateUnavailable,
+)
+from state_service.server import ValkeyServer, free_port
+from state_service.store import AppliedEvent, EntityKey, Outcome, StateStore, StateUpdate
+
+pytest_plugins = ["valkey_fixtures"]
+
+H = 64
+
+
+def step(hidden: np.ndarray, seed: int) -> np.ndarray:
+    """A deterministic, order-sensitive fold: the result depends on the previous state and on the event."""
+    event = np.sin(np.arange(H, dtype=np.float32) * 0.1 + seed)
+    return (hidden.astype(np.float32) * 0.75 + event * 0.5).astype(np.float16)
+
+
+def update(key: EntityKey, state: EntityState, *event_ids: str, t: float = 1_767_225_600.0) -> StateUpdate:
+    hidden = state.hidden
+    for event_id in event_ids:
+        hidden = step(hidden, hash(event_id) % 1000)
+    events = tuple(AppliedEvent(f"/src\x00{e}", e.encode()[:16]) for e in event_ids)
+    return StateUpdate(key, state.version, events, t, hidden, b"pos")
+
+
+def test_unseen_entities_read_as_version_zero_with_a_zero_state(state_store: StateStore, state_namespace: str) -> None:
+    keys = [EntityKey(state_namespace, "card", "nobody"), EntityKey(state_namespace, "merchant", "m")]
+    states = state_store.read_many(keys)
+    assert [s.version for s in states] == [0, 0]
+    assert all(not s.hidden.any() and s.hidden.shape == (H,) for s in states)
+
+
+def test_applied_update_is_read_back_with_its_new_version(state_store: StateStore, state_namespace: str) -> None:
+    key = EntityKey(state_namespace, "card", "c1")
+    [state] = state_store.read_many([key])
+    [result] = state_store.compare_and_set_many([update(key, state, "e1", "e2")])
+    assert (result.outcome, result.version) == (Outcome.APPLIED, 2)
+    [stored] = state_store.read_many([key])
+    assert stored.version == 2 and stored.context == b"pos"
+    np.testing.assert_array_equal(stored.hidden, update(key, state, "e1", "e2").hidden)
+
+
+def test_stale_expected_version_is_a_conflict_that_writes_nothing(
+    state_store: StateStore, state_namespace: str
+) -> None:
+    key = EntityKey(state_namespace, "card", "c1")
+    [unseen] = state_store.read_many([key])
+    state_store.compare_and_set_many([update(key, unseen, "first")])
+    [result] = state_store.compare_and_set_many([update(key, unseen, "racing")])
+    assert result.outcome is Outcome.CONFLICT
+    assert result.version == 1 and result.current is not None and result.current.version == 1
+    np.testing.assert_array_equal(result.current.hidden, update(key, unseen, "first").hidden)
+    assert state_store.read_many([key])[0].version == 1
+
+
+def test_conflict_is_retried_with_the_fresh_state_through_the_callback(
+    state_store: StateStore, state_namespace: str
+) -> None:
+    key = EntityKey(state_namespace, "card", "c1")
+    seen_versions: list[int] = []
+
+    def compute(states: list[EntityState]) -> list[StateUpdate]:
+        seen_versions.append(states[0].version)
+        if len(seen_versions) == 1:  # another scorer instance writes between our read and our write
+            state_store.compare_and_set_many([update(key, states[0], "other-instance")])
+        return [update(key, states[0], "mine")]
+
+    [result] = state_store.update_with_retry([key], compute)
+    assert seen_versions == [0, 1]
+    assert (result.outcome, result.version) == (Outcome.APPLIED, 2)
+
+
+def test_retry_gives_up_after_the_bounded_number_of_attempts(state_store: StateStore, state_namespace: str) -> None:
+    key = EntityKey(state_namespace, "card", "c1")
+    calls = 0
+
+    def always_raced(states: list[EntityState]) -> list[StateUpdate]:
+        nonlocal calls
+        calls += 1
+        state_store.compare_and_set_many([update(key, states[0], f"other-{calls}")])
+        return [update(key, states[0], f"mine-{calls}")]
+
+    with pytest.raises(ConflictRetriesExhausted, match="after 3 attempts") as caught:
+        state_store.update_with_retry([key], always_raced, max_attempts=3, backoff_s=0.0)
+    assert calls == 3
+    assert caught.value.results[0].outcome is Outcome.CONFLICT
+
+
+def test_redelivered_event_is_not_applied_twice_and_returns_its_receipt(
+    state_store: StateStore, state_namespace: str
+) -> None:
+    key = EntityKey(state_namespace, "merchant", "m1")
+    [unseen] = state_store.read_many([key])
+    state_store.compare_and_set_many([update(key, unseen, "e1")])
+    [after_one] = state_store.read_many([key])
+    state_store.compare_and_set_many([update(key, after_one, "e2")])
+    # Redelivery of e1, computed from a fresh read (version 2): CAS alone would accept it.
+    [fresh] = state_store.read_many([key])
+    [result] = state_store.compare_and_set_many([update(key, fresh, "e1")])
+    assert result.outcome is Outcome.DUPLICATE
+    assert result.duplicates == {"/src\x00e1": (1, b"e1")}
+    assert result.version == 2 and result.current is not None and result.current.version == 2
+    assert state_store.read_many([key])[0].version == 2
+
+
+def test_an_update_with_any_already_applied_event_is_a_duplicate_as_a_whole(
+    state_store: StateStore, state_namespace: str
+) -> None:
+    key = EntityKey(state_namespace, "card", "c1")
+    [unseen] = state_store.read_many([key])
+    state_store.compare_and_set_many([update(key, unseen, "a", "b")])
+    [state] = state_store.read_many([key])
+    [result] = state_store.compare_and_set_many([update(key, state, "c", "b")])
+    assert result.outcome is Outcome.DUPLICATE
+    assert result.duplicates == {"/src\x00b": (2, b"b")}
+    assert state_store.read_many([key])[0].version == 2
+
+
+def test_entities_in_one_batch_are_independent(state_store: StateStore, state_namespace: str) -> None:
+    keys = [EntityKey(state_namespace, "card", f"c{i}") for i in range(3)]
+    states = state_store.read_many(keys)
+    state_store.compare_and_set_many([update(keys[1], states[1], "pre")])
+    updates = [update(k, s, f"x{i}") for i, (k, s) in enumerate(zip(keys, states, strict=True))]
+    results = state_store.compare_and_set_many(updates)
+    assert [r.outcome for r in results] == [Outcome.APPLIED, Outcome.CONFLICT, Outcome.APPLIED]
+    assert [s.version for s in state_store.read_many(keys)] == [1, 1, 1]
+
+
+def test_event_is_remembered_across_a_dedupe_bucket_boundary(valkey_server: ValkeyServer, state_namespace: str) -> None:
+    now = [(time.time() // 60 + 1) * 60 - 1]  # one second before the next 60 s bucket boundary
+    store = StateStore(valkey_server.url, dedupe_window_s=60, clock=lambda: now[0])
+    key = EntityKey(state_namespace, "card", "c1")
+    [unseen] = store.read_many([key])
+    store.compare_and_set_many([update(key, unseen, "e1")])
+    now[0] += 2  # the next bucket: e1 now lives in the "previous" bucket
+    [state] = store.read_many([key])
+    [result] = store.compare_and_set_many([update(key, state, "e1")])
+    assert result.outcome is Outcome.DUPLICATE
+    store.close()
+
+
+def test_dedupe_buckets_expire_two_windows_after_they_open(valkey_server: ValkeyServer, state_namespace: str) -> None:
+    store = StateStore(valkey_server.url, dedupe_window_s=60)
+    key = EntityKey(state_namespace, "card", "c1")
+    [unseen] = store.read_many([key])
+    store.compare_and_set_many([update(key, unseen, "e1")])
+    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+    [bucket_key] = admin.keys(key.state_key.replace("{", "\\{").replace("}", "\\}") + ":dd:*")
+    bucket = int(bucket_key.rsplit(b":", 1)[1])
+    assert admin.expiretime(bucket_key) == (bucket + 2) * 60
+    store.close()
+
+
+def test_idle_ttl_expires_state_that_is_not_updated(valkey_server: ValkeyServer, state_namespace: str) -> None:
+    store = StateStore(valkey_server.url, idle_ttl_s=3600)
+    key = EntityKey(state_namespace, "card", "c1")
+    [unseen] = store.read_many([key])
+    store.compare_and_set_many([update(key, unseen, "e1")])
+    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+    assert 3590 < admin.ttl(key.state_key) <= 3600
+    store.close()
+
+
+def test_sixteen_threads_of_500_updates_on_one_entity_lose_nothing(
+    state_store: StateStore, state_namespace: str
+) -> None:
+    key = EntityKey(state_namespace, "merchant", "hot")
+    threads, per_thread = 16, 500
+    applied: list[tuple[int, int]] = []  # (version, event seed)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                seed = t * per_thread + i
+
+                def compute(states: list[EntityState], seed: int = seed) -> list[StateUpdate]:
+                    s = states[0]
+                    return [StateUpdate(key, s.version, (AppliedEvent(f"/load\x00{seed}", b""),), float(seed),
+                                        step(s.hidden, seed), b"")]
+
+                [result] = state_store.update_with_retry([key], compute, max_attempts=10_000, backoff_s=0.001)
+                assert result.outcome is Outcome.APPLIED
+                with lock:
+                    applied.append((result.version, seed))
+        except BaseException as error:  # surfaced below: a thread's assertion must fail the test
+            errors.append(error)
+
+    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert not errors, errors[0]
+    [final] = state_store.read_many([key])
+    assert final.version == threads * per_thread
+    assert sorted(v for v, _ in applied) == list(range(1, threads * per_thread + 1))
+    serial = np.zeros(H, dtype=np.float16)
+    for _, seed in sorted(applied):
+        serial = step(serial, seed)
+    np.testing.assert_array_equal(final.hidden, serial)
+
+
+def test_corrupt_stored_bytes_give_state_corrupt_and_block_nothing_else(
+    valkey_server: ValkeyServer, state_store: StateStore, state_namespace: str
+) -> None:
+    bad, good = EntityKey(state_namespace, "card", "bad"), EntityKey(state_namespace, "card", "good")
+    valkey.Valkey.from_url(valkey_server.admin_url).set(bad.state_key, b"\x00garbage")
+    with pytest.raises(StateCorrupt, match="bad"):
+        state_store.read_many([good, bad])
+    unseen = EntityState.unseen(H)
+    with pytest.raises(StateCorrupt, match="bad") as caught:
+        state_store.compare_and_set_many([update(good, unseen, "e1"), update(bad, unseen, "e2")])
+    assert caught.value.key == bad.state_key
+    assert state_store.read_many([good])[0].version == 0  # the batch was refused as a whole
+    assert [r.outcome for r in state_store.compare_and_set_many([update(good, unseen, "e1")])] == [Outcome.APPLIED]
+
+
+def test_bad_updates_are_refused_before_reaching_valkey(state_store: StateStore, state_namespace: str) -> None:
+    key = EntityKey(state_namespace, "card", "c1")
+    unseen = EntityState.unseen(H)
+    with pytest.raises(InvalidStateRequest, match="at least one event"):
+        state_store.compare_and_set_many([StateUpdate(key, 0, (), 1.0, unseen.hidden, b"")])
+    with pytest.raises(InvalidStateRequest, match="same event twice"):
+        state_store.compare_and_set_many([update(key, unseen, "e", "e")])
+    with pytest.raises(InvalidStateRequest, match="shape"):
+        state_store.compare_and_set_many([StateUpdate(key, 0, (AppliedEvent("e", b""),), 1.0, np.zeros(3), b"")])
+
+
+def test_delete_erases_state_and_dedupe_memory(valkey_server: ValkeyServer, state_namespace: str) -> None:
+    admin_store = StateStore(valkey_server.admin_url)
+    key = EntityKey(state_namespace, "card", "forget-me")
+    unseen = EntityState.unseen(H)
+    admin_store.compare_and_set_many([update(key, unseen, "e1")])
+    assert admin_store.delete(key) is True
+    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+    assert admin.keys(key.state_key.replace("{", "\\{").replace("}", "\\}") + "*") == []
+    # With the dedupe memory gone too, the same event is new again.
+    assert admin_store.compare_and_set_many([update(key, unseen, "e1")])[0].outcome is Outcome.APPLIED
+    assert admin_store.delete(EntityKey(state_namespace, "card", "never-seen")) is False
+    admin_store.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "valkey"])
+def test_valkey_url_accepts_both_schemes_with_user_and_password(valkey_server: ValkeyServer, scheme: str) -> None:
+    url = valkey_server.url.replace("redis://", f"{scheme}://", 1)
+    assert url.startswith(f"{scheme}://scorer:")
+    with StateStore(url) as store:
+        store.check_ready()
+
+
+def test_unknown_url_scheme_is_refused_by_name() -> None:
+    with pytest.raises(InvalidStateRequest, match="valkeys://"):
+        StateStore("http://127.0.0.1:6379")
+
+
+def test_from_env_reads_valkey_url_and_timeouts(valkey_server: ValkeyServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VALKEY_URL", valkey_server.url)
+    monkeypatch.setenv("VALKEY_TIMEOUT_S", "0.25")
+    monkeypatch.setenv("STATE_DEDUPE_WINDOW_S", "600")
+    with StateStore.from_env(hidden_size=32) as store:
+        store.check_ready()
+        assert (store.hidden_size, store.dedupe_window_s) == (32, 600)
+    monkeypatch.setenv("VALKEY_TIMEOUT_S", "soon")
+    with pytest.raises(ValueError, match="VALKEY_TIMEOUT_S"):
+        StateStore.from_env()
+
+
+def test_wrong_password_is_state_unavailable(valkey_server: ValkeyServer) -> None:
+    with StateStore(f"redis://scorer:wrong@127.0.0.1:{valkey_server.port}/0") as store, pytest.raises(StateUnavailable):
+        store.check_ready()
+
+
+def test_nothing_listening_is_state_unavailable_not_a_crash(state_namespace: str) -> None:
+    with StateStore(f"redis://127.0.0.1:{free_port()}/0", connect_timeout_s=0.2) as store:
+        with pytest.raises(StateUnavailable, match="unavailable"):
+            store.read_many([EntityKey(state_namespace, "card", "c1")])
+        with pytest.raises(StateUnavailable):
+            store.compare_and_set_many([update(EntityKey(state_namespace, "card", "c1"), EntityState.unseen(H), "e")])
+
+
+def test_missing_library_is_reported_and_the_scorer_user_may_not_load_it(tmp_path) -> None:
+    with ValkeyServer(tmp_path) as server:
+        with StateStore(server.url) as scorer:
+            with pytest.raises(LibraryMissing, match="load-library"):
+                scorer.check_ready()
+            with pytest.raises(LibraryMissing, match="may not load it"):
+                scorer.ensure_library()
+        with StateStore(server.admin_url) as admin:
+            admin.ensure_library()
+            admin.ensure_library()  # second call: version matches, no reload
+        with StateStore(server.url) as scorer:
+            scorer.check_ready()
