@@ -125,22 +125,22 @@ def snapshot(
     parts: list[dict[str, Any]] = []
     pending: list[tuple[str, bytes]] = []
 
-    def flush() -> None:
-        body = gzip.compress(encode_records(pending), compresslevel=1)  # speed over ratio: float16 barely compresses
+    def flush(count: int) -> None:
+        records, pending[:] = pending[:count], pending[count:]
+        body = gzip.compress(encode_records(records), compresslevel=1)  # speed over ratio: float16 barely compresses
         name = f"part-{len(parts):05d}.bin.gz"
         _s3_call(f"upload {location}/{name}", client.put_object, Bucket=location.bucket, Key=location.object(name),
                  Body=body)
-        parts.append({"name": name, "entities": len(pending), "sha256": hashlib.sha256(body).hexdigest()})
-        pending.clear()
+        parts.append({"name": name, "entities": len(records), "sha256": hashlib.sha256(body).hexdigest()})
 
     with tqdm(desc="snapshot", unit=" entities", disable=not progress) as bar:
         for batch in store.scan_raw(namespace):
             pending.extend(batch)
             bar.update(len(batch))
-            if len(pending) >= part_entities:
-                flush()
+            while len(pending) >= part_entities:
+                flush(part_entities)
         if pending or not parts:
-            flush()
+            flush(len(pending))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
