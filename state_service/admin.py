@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 from flask import Flask, Response, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from state_service import metrics
 from state_service.errors import (
     InvalidStateRequest,
     LibraryMissing,
@@ -35,9 +36,6 @@ from state_service.keys import EntityKey
 from state_service.snapshot import snapshot
 from state_service.store import StateStore
 
-ADMIN_REQUESTS = Counter(
-    "hiddenstate_state_admin_requests_total", "Admin API requests by endpoint and status.", ["endpoint", "status"]
-)
 _OPEN_PATHS = ("/health/",)
 
 
@@ -65,7 +63,7 @@ def create_app(store: StateStore | None = None, *, token: str | None = None) -> 
     @app.after_request
     def count(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        ADMIN_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        metrics.ADMIN_REQUESTS.labels(endpoint, str(response.status_code)).inc()
         return response
 
     @app.get("/v1/entities/<namespace>/<entity_type>/<path:entity_id>")
@@ -111,7 +109,7 @@ def create_app(store: StateStore | None = None, *, token: str | None = None) -> 
         return jsonify(summary | {"to": body["to"], "parts": len(manifest["parts"])}), 201
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def prometheus_metrics() -> Response:
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/health/readiness")

@@ -1,4 +1,7 @@
-"""Prometheus metrics of the state client, in the default registry so every server's /metrics shows them."""
+"""Prometheus metrics of the state service, in the default registry so every server's /metrics shows them.
+
+They live here, not in the modules that count them, so that ``python -m state_service.admin`` (which runs admin.py
+as ``__main__`` and then imports it again in the server worker) registers each metric once."""
 
 from __future__ import annotations
 
@@ -15,3 +18,6 @@ CALL_SECONDS = Histogram(
 )
 UNAVAILABLE = Counter("hiddenstate_state_unavailable_total", "Calls that failed because Valkey was unavailable.")
 CONFLICT_RETRIES = Counter("hiddenstate_state_conflict_retries_total", "Re-computations after a CAS conflict.")
+ADMIN_REQUESTS = Counter(
+    "hiddenstate_state_admin_requests_total", "Admin API requests by endpoint and status.", ["endpoint", "status"]
+)
