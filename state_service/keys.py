@@ -11,7 +11,8 @@ Parts are percent-encoded so that no id can forge another key: ``{``, ``}``, ``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from state_service.errors import InvalidStateRequest
@@ -22,6 +23,7 @@ ENTITY_ID_MAX = 128
 NAMESPACE_MAX = 128
 _SAFE = "@.-_~!$&'()*+,;=/"  # readable in keys; everything else (incl. {}:% and non-ASCII) is %-escaped
 _GLOB_SPECIAL = "*?[]\\"
+_NEEDS_NO_ESCAPE = re.compile(r"[A-Za-z0-9" + re.escape(_SAFE) + r"]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class EntityKey:
     namespace: str
     entity_type: str
     entity_id: str
+    # Built once: a batch derives three key names per entity, and escaping is the client's main Python cost.
+    hash_tag: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not 1 <= len(self.namespace) <= NAMESPACE_MAX:
@@ -44,10 +48,7 @@ class EntityKey:
             raise InvalidStateRequest(f"entity_type must be one of {ENTITY_TYPES}, got {self.entity_type!r}")
         if not isinstance(self.entity_id, str) or not 1 <= len(self.entity_id) <= ENTITY_ID_MAX:
             raise InvalidStateRequest(f"entity_id must be a string of 1-{ENTITY_ID_MAX} characters")
-
-    @property
-    def hash_tag(self) -> str:
-        return f"{_escape(self.namespace)}:{self.entity_type}:{_escape(self.entity_id)}"
+        object.__setattr__(self, "hash_tag", f"{_escape(self.namespace)}:{self.entity_type}:{_escape(self.entity_id)}")
 
     @property
     def state_key(self) -> str:
@@ -62,7 +63,7 @@ class EntityKey:
 
 
 def _escape(part: str) -> str:
-    return quote(part, safe=_SAFE)
+    return part if _NEEDS_NO_ESCAPE.fullmatch(part) else quote(part, safe=_SAFE)
 
 
 def parse_state_key(key: str) -> EntityKey:

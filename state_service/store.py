@@ -15,6 +15,7 @@ import enum
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -232,8 +233,8 @@ class StateStore:
         except StateError as error:
             raise _located(error, updates) from error
         results = [self._result(update, reply) for update, reply in zip(updates, replies, strict=True)]
-        for result in results:
-            metrics.OUTCOMES.labels(result.outcome.value).inc()
+        for outcome, count in Counter(r.outcome for r in results).items():
+            metrics.OUTCOMES.labels(outcome.value).inc(count)
         return results
 
     def _result(self, update: StateUpdate, reply: list) -> UpdateResult:
