@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "knative.deploy.cli",
     "state_service.cli",
     "knative.local.eventing.cli",
+    "knative.local.cli",
 )
 
 
