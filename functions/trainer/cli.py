@@ -30,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.quick(args.seed) if args.quick else TrainConfig(seed=args.seed)
     if args.epochs:
         config = replace(config, epochs=args.epochs)
-    model, report = train(config, args.data)
+    try:
+        model, report = train(config, args.data)
+    except (ValueError, OSError) as exc:  # bad data or a stream too short to split: say so, no traceback
+        print(f"hiddenstate train: {exc}", file=sys.stderr)
+        return 2
     print(report.table())
     print(f"\ntrained on {report.events} events in {report.training_seconds:.1f} s")
     uri = publish(model, config, report, args.registry, args.name, args.alias)

@@ -194,9 +194,16 @@ def manifest_fields(model: FraudGRU, config: TrainConfig, report: TrainingReport
 
 def publish(model: FraudGRU, config: TrainConfig, report: TrainingReport, registry_uri: str, name: str,
             alias: str) -> str:
-    """Write the package to the registry, move the alias, and return the model URI the scorer accepts."""
+    """Write the package, load it back to time a restore, record that, then move the alias (after which the
+    manifest is frozen). Returns the model URI the scorer accepts."""
+    from functions.model.package import load_predictor
     from functions.registry import open_registry
 
     registry = open_registry(registry_uri)
-    ref = registry.publish(name, model_files(model), manifest_fields(model, config, report), alias=alias)
+    ref = registry.publish(name, model_files(model), manifest_fields(model, config, report))
+    started = time.perf_counter()
+    load_predictor(ref.uri())
+    report.lifecycle["load_seconds"] = round(time.perf_counter() - started, 6)
+    registry.update_lifecycle(name, ref.version, load_seconds=report.lifecycle["load_seconds"])
+    registry.set_alias(name, alias, ref.version)
     return ref.uri(alias)
