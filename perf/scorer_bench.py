@@ -434,6 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for load in tqdm(plan(args.quick), desc="k6 loads", unit="run"):
             runs.append(measure(servers[load.server], valkey, events_file, load, duration_s, work_dir))
             log.info("measured", extra=runs[-1].row())
+        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         for server in servers.values():
             server.stop()
@@ -460,7 +461,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Scorer benchmark: hiddenstate vs the naive baseline",
         "",
         f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gib']} GiB; {m['date']}; Python {m['python']}; "
-        f"{m['k6']}; load average at start {m['load_average_at_start']}.",
+        f"{m['k6']}; load average (1, 5, 15 min) {m['load_average_at_start']} at start, "
+        f"{m.get('load_average_at_end')} at end.",
         f"Each load ran {result['duration_s_per_load']:g} s{' (--quick)' if result['quick'] else ''}. "
         f"Model: `{result['model_uri'].split('/')[-1]}`. Events: `{result['events_file']}`.",
         "",
