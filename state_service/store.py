@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 URL_SCHEMES = ("redis", "rediss", "valkey", "valkeys")
 _TLS_SCHEMES = ("rediss", "valkeys")
 _BACKOFF_DOUBLINGS = 5
+MAX_EVENTS_PER_UPDATE = 1000  # the library unpacks an update's digests onto Lua's stack (about 8,000 slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +383,8 @@ class StateStore:
 def _update_args(update: StateUpdate, hidden_size: int) -> list[bytes | int]:
     if not update.events:
         raise InvalidStateRequest(f"{update.key}: an update must carry at least one event")
+    if len(update.events) > MAX_EVENTS_PER_UPDATE:
+        raise InvalidStateRequest(f"{update.key}: at most {MAX_EVENTS_PER_UPDATE} events per update")
     if update.expected_version < 0:
         raise InvalidStateRequest(f"{update.key}: expected_version must be >= 0")
     event_keys = [e.event_key for e in update.events]

@@ -240,6 +240,9 @@ def test_bad_updates_are_refused_before_reaching_valkey(state_store: StateStore,
         state_store.compare_and_set_many([StateUpdate(key, 0, (), 1.0, unseen.hidden, b"")])
     with pytest.raises(InvalidStateRequest, match="same event twice"):
         state_store.compare_and_set_many([update(key, unseen, "e", "e")])
+    too_many = tuple(AppliedEvent(f"e{i}", b"") for i in range(1001))
+    with pytest.raises(InvalidStateRequest, match="at most 1000 events"):
+        state_store.compare_and_set_many([StateUpdate(key, 0, too_many, 1.0, unseen.hidden, b"")])
     with pytest.raises(InvalidStateRequest, match="shape"):
         state_store.compare_and_set_many([StateUpdate(key, 0, (AppliedEvent("e", b""),), 1.0, np.zeros(3), b"")])
 
