@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "state_service.cli",
     "knative.local.eventing.cli",
     "knative.local.cli",
+    "knative.local.demo",
 )
 
 
