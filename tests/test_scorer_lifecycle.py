@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -137,11 +138,15 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(start_scorer, debuggab
 def test_http_scores_equal_the_offline_step_with_float16_states(scorer_url, model_uri):
     columns, _ = generate_columns(GeneratorConfig.preset("tiny", seed=3))
     count = 150
+    # Entities of their own: other tests may have scored the same generated cards on this shared scorer.
+    run = uuid.uuid4().hex[:8]
+    columns = replace(columns, card_id=np.array([f"{run}-{c}" for c in columns.card_id], dtype=object),
+                      merchant_id=np.array([f"{run}-{m}" for m in columns.merchant_id], dtype=object))
     with requests.Session() as session:
         served = []
         for i in range(count):
             event_id, time_text, data = columns.transaction(i)
-            event = transaction_event(f"parity-{uuid.uuid4().hex[:6]}-{event_id}", data, time=time_text)
+            event = transaction_event(f"parity-{run}-{event_id}", data, time=time_text)
             message = ce_http.to_binary_event(event)
             reply = session.post(scorer_url, headers=message.headers, data=message.body, timeout=30)
             assert reply.status_code == 200, reply.text
