@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _home_argument(parser)
     parser.add_argument("--count", type=int, default=3000, help="transactions to send (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=0.0, help="events/s, 0 = as fast as the broker takes them")
+    parser.add_argument("--rate", type=float, default=150.0,
+                        help="events/s, paced; 0 = as fast as the broker takes them (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at most (default: 32)")
     parser.add_argument("--preset", default="quick", help="generator preset (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default: %(default)s)")
