@@ -76,3 +76,19 @@ def test_stream_runner_equals_serial_steps_through_stored_states():
             result = model.step(cards.get(c, zero), merchants.get(m, zero), data.features.take(torch.tensor([i])))
             cards[c], merchants[m] = round_state(result.card_states), round_state(result.merchant_states)
             assert abs(result.scores.item() - streamed[i]) <= 1e-5
+
+
+def test_compiled_step_equals_the_eager_step():
+    from functions.model.package import _example_features, compile_step
+
+    torch.manual_seed(4)
+    model = FraudGRU(FeatureSpec()).eval()
+    step = compile_step(model)
+    for n in (1, 7, 64):
+        features = _example_features(model.spec, n)
+        cards, merchants = torch.randn(n, 64), torch.randn(n, 64)
+        with torch.inference_mode():
+            eager, compiled = model.step(cards, merchants, features), step(cards, merchants, features)
+        assert torch.allclose(eager.scores, compiled.scores, atol=1e-6)
+        assert torch.allclose(eager.card_states, compiled.card_states, atol=1e-6)
+        assert torch.allclose(eager.merchant_states, compiled.merchant_states, atol=1e-6)

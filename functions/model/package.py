@@ -7,6 +7,7 @@ turns a verified package back into a ready ``FraudGRU``. Never pickle: safetenso
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from functions.model.features import EntityContext, EventColumns, FeatureSpec, encode_features
-from functions.model.gru import FraudGRU
+from functions.model.features import EntityContext, EventColumns, Features, FeatureSpec, encode_features
+from functions.model.gru import FraudGRU, StepResult
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -40,6 +41,11 @@ class Predictor:
     version: str
     manifest: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    compiled_step: Callable[[torch.Tensor, torch.Tensor, Features], StepResult] | None = None
+
+    def step(self, cards: torch.Tensor, merchants: torch.Tensor, features: Features) -> StepResult:
+        """The model's pure step, through its compiled form once ``compile_step`` has run."""
+        return (self.compiled_step or self.model.step)(cards, merchants, features)
 
     @property
     def spec(self) -> FeatureSpec:
@@ -78,6 +84,47 @@ def load_predictor(model_uri: str, *, cache_dir: Path | None = None) -> Predicto
     timings = dict(package.timings)
     timings["model_load"] = time.perf_counter() - started
     return Predictor(model, package.ref.name, package.ref.version, package.manifest, timings)
+
+
+class _TensorStep(torch.nn.Module):
+    """``FraudGRU.step`` with plain tensor arguments, so that TorchScript can trace it."""
+
+    def __init__(self, model: FraudGRU) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, cards: torch.Tensor, merchants: torch.Tensor, event_numeric: torch.Tensor,
+                channel: torch.Tensor, mcc: torch.Tensor, country: torch.Tensor, card_numeric: torch.Tensor,
+                merchant_numeric: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = Features(event_numeric, channel, mcc, country, card_numeric, merchant_numeric)
+        result = self.model.step(cards, merchants, features)
+        return result.card_states, result.merchant_states, result.scores, result.logits
+
+
+def compile_step(model: FraudGRU) -> Callable[[torch.Tensor, torch.Tensor, Features], StepResult]:
+    """The same pure step, traced and frozen by TorchScript: about half the per-call overhead of eager mode at the
+    scorer's small batch sizes (each of its ~15 ops costs microseconds of Python dispatch). The parity test holds
+    the compiled step to the eager one."""
+    example = _example_features(model.spec, 3)
+    hidden = torch.zeros(3, model.spec.hidden_size)
+    with torch.inference_mode():
+        traced = torch.jit.freeze(torch.jit.trace(_TensorStep(model).eval(), (hidden, hidden, *_fields(example))))
+
+    def step(cards: torch.Tensor, merchants: torch.Tensor, features: Features) -> StepResult:
+        return StepResult(*traced(cards, merchants, *_fields(features)))
+
+    return step
+
+
+def _fields(features: Features) -> tuple[torch.Tensor, ...]:
+    return (features.event_numeric, features.channel, features.mcc, features.country, features.card_numeric,
+            features.merchant_numeric)
+
+
+def _example_features(spec: FeatureSpec, n: int) -> Features:
+    events = EventColumns(np.ones(n), np.full(n, 1.7e9), np.full(n, 5411), np.ones(n, np.int64),
+                          np.ones(n, np.int64))
+    return encode_features(events, EntityContext.unseen(n), EntityContext.unseen(n), spec)
 
 
 def warm_up(model: FraudGRU) -> None:

@@ -1,10 +1,11 @@
 """Micro-batching across concurrent requests, with no fixed wait.
 
-Request threads put their transactions on a queue. Whichever thread finds the scorer idle becomes the leader: it
-takes everything queued (up to ``max_batch`` events), scores it as one batch (one state read, one batched step, one
-FCALL) and hands each request its slice. While it works, new requests pile up and form the next batch. An idle
-scorer therefore scores a lone request at once, at the cost of a single event; a busy one amortises the round trips
-over everything that arrived meanwhile.
+Request threads put their transactions on a queue. Whichever thread finds no leader becomes the leader: it takes
+everything queued (up to ``max_batch`` events), scores it as one batch (one state read, one batched step, one FCALL)
+and hands each request its slice. As soon as its own request is answered it passes the lead to a waiting thread.
+While a batch is scored, new requests pile up and form the next batch. An idle scorer therefore scores a lone
+request at once, at the cost of a single event; a busy one amortises the round trips over everything that arrived
+meanwhile.
 """
 
 from __future__ import annotations
@@ -32,54 +33,61 @@ class MicroBatcher(Generic[In, Out]):
         self._process = process
         self._max_batch = max_batch
         self._queue: deque[_Request[In, Out]] = deque()
-        self._queue_lock = threading.Lock()
-        self._leader = threading.Lock()
+        self._changed = threading.Condition()
+        self._leading = False
 
     def submit(self, items: Sequence[In]) -> list[Out]:
         """Score ``items`` together with whatever else is queued; returns their results in order."""
         request: _Request[In, Out] = _Request(items)
-        with self._queue_lock:
+        with self._changed:
             self._queue.append(request)
-        while True:
-            if self._leader.acquire(blocking=False):
-                try:
-                    self._drain()
-                finally:
-                    self._leader.release()
-                # A request queued between the last drain and the release found the lock taken and is waiting:
-                # lead again for it. One queued after this check finds the lock free and leads itself.
-                if not self._queue and request.done.is_set():
-                    break
-                continue
-            if request.done.wait(0.05):
-                break
+            while not request.done.is_set() and self._leading:
+                self._changed.wait()
+            lead = not request.done.is_set()
+            if lead:
+                self._leading = True
+        if lead:
+            self._lead_until_done(request)
         if request.error is not None:
             raise request.error
         assert request.result is not None
         return request.result
 
+    def _lead_until_done(self, own: _Request[In, Out]) -> None:
+        """Score batches until this thread's own request is answered, then hand the lead over: a leader that kept
+        draining for others would hold its own HTTP response back for as long as the load lasts."""
+        try:
+            while not own.done.is_set():
+                with self._changed:
+                    taken = self._take()
+                self._run(taken)
+                with self._changed:
+                    self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._leading = False
+                self._changed.notify_all()
+
     def _take(self) -> list[_Request[In, Out]]:
         taken: list[_Request[In, Out]] = []
         size = 0
-        with self._queue_lock:
-            while self._queue and (not taken or size + len(self._queue[0].items) <= self._max_batch):
-                request = self._queue.popleft()
-                taken.append(request)
-                size += len(request.items)
+        while self._queue and (not taken or size + len(self._queue[0].items) <= self._max_batch):
+            request = self._queue.popleft()
+            taken.append(request)
+            size += len(request.items)
         return taken
 
-    def _drain(self) -> None:
-        while taken := self._take():
-            items = [item for request in taken for item in request.items]
-            try:
-                results = self._process(items)
-            except BaseException as exc:  # noqa: BLE001 - every waiting request must learn of the failure
-                for request in taken:
-                    request.error = exc
-                    request.done.set()
-                continue
-            start = 0
+    def _run(self, taken: list[_Request[In, Out]]) -> None:
+        items = [item for request in taken for item in request.items]
+        try:
+            results = self._process(items)
+        except BaseException as exc:  # noqa: BLE001 - every waiting request must learn of the failure
             for request in taken:
-                request.result = results[start : start + len(request.items)]
-                start += len(request.items)
+                request.error = exc
                 request.done.set()
+            return
+        start = 0
+        for request in taken:
+            request.result = results[start : start + len(request.items)]
+            start += len(request.items)
+            request.done.set()

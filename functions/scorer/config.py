@@ -12,6 +12,11 @@ def _int(name: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value not in ("0", "false", "off", "no")
+
+
 @dataclass(frozen=True)
 class ScorerConfig:
     port: int = 8080
@@ -22,6 +27,7 @@ class ScorerConfig:
     workers: int = 1  # Knative scales out by instances; one worker per instance keeps one batcher per instance
     torch_threads: int = 1  # batches are small; intra-op threads only add contention with the HTTP threads
     microbatch: bool = True
+    compile_step: bool = False  # TorchScript-trace the step at start
     conflict_attempts: int = 5
     retry_after_s: int = 1
     service: str = "scorer"
@@ -40,7 +46,8 @@ class ScorerConfig:
             http_threads=_int("SCORER_HTTP_THREADS", cls.http_threads),
             workers=_int("SCORER_WORKERS", cls.workers),
             torch_threads=_int("TORCH_NUM_THREADS", cls.torch_threads),
-            microbatch=env.get("SCORER_MICROBATCH", "1").lower() not in ("0", "false", "off", "no"),
+            microbatch=_flag("SCORER_MICROBATCH", True),
+            compile_step=_flag("SCORER_COMPILE_STEP", False),
             conflict_attempts=_int("SCORER_CONFLICT_ATTEMPTS", cls.conflict_attempts),
             retry_after_s=_int("SCORER_RETRY_AFTER_S", cls.retry_after_s),
             service=env.get("K_SERVICE", cls.service),

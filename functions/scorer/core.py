@@ -168,7 +168,7 @@ class ScoringCore:
                 batch, fold.context(card_slots), fold.context(merchant_slots), self.predictor.spec
             )
             with torch.inference_mode():
-                step = self.predictor.model.step(
+                step = self.predictor.step(
                     torch.cat([fold.hidden[s] for s in card_slots]),
                     torch.cat([fold.hidden[s] for s in merchant_slots]),
                     features,
