@@ -307,6 +307,8 @@ def plan(quick: bool) -> list[Load]:
         Load("ours, single events", "ours", "closed", vus=32, group="saturation"),
         Load("naive, single events", "naive", "closed", vus=32, group="saturation"),
         Load("ours, micro-batching off", "ours_no_microbatch", "closed", vus=32, group="saturation"),
+        # The naive baseline runs one gunicorn worker per core; this row gives ours the same two processes.
+        Load("ours (2 workers), single events", "ours_2_workers", "closed", vus=32, group="saturation"),
         Load("ours, batch mode (64 per request)", "ours", "closed", vus=8, batch=64, group="batch"),
     ]
     for rate in (500, 1000):
@@ -338,6 +340,8 @@ def start_servers(valkey_url: str, model_uri: str, log_dir: Path) -> dict[str, S
         "ours": ServerProcess("ours", "functions.scorer", common, log_dir),
         "ours_no_microbatch": ServerProcess("ours_no_microbatch", "functions.scorer",
                                             {**common, "SCORER_MICROBATCH": "0"}, log_dir),
+        "ours_2_workers": ServerProcess("ours_2_workers", "functions.scorer", {**common, "SCORER_WORKERS": "2"},
+                                        log_dir),
         "naive": ServerProcess("naive", "perf.baselines.naive_scorer", common, log_dir),
     }
     try:
@@ -395,6 +399,8 @@ def ratios(runs: list[Measured]) -> dict[str, Any]:
         "saturation_single_ours_over_naive": ratio("ours, single events", "naive, single events"),
         "batch_mode_ours_over_naive_single": ratio("ours, batch mode (64 per request)", "naive, single events"),
         "microbatch_on_over_off": ratio("ours, single events", "ours, micro-batching off"),
+        "saturation_single_ours_2_workers_over_naive": ratio("ours (2 workers), single events",
+                                                             "naive, single events"),
         "p99_ms_at_500_ours_over_naive": round(by["ours at 500/s"].p99_ms / by["naive at 500/s"].p99_ms, 3),
         "p99_ms_at_1000_ours_over_naive": round(p99_1000 / by["naive at 1000/s"].p99_ms, 3),
         "p99_ms_at_1000_ours": p99_1000,
