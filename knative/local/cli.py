@@ -173,9 +173,9 @@ async def _foreground(options: Any, model_uri: str) -> int:
         print(f"hiddenstate up: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     endpoints = runtime.endpoints()
-    print(f"hiddenstate is up in {runtime.home}\n  broker  {endpoints['broker']}", file=sys.stderr)
+    print(f"hiddenstate is up in {runtime.home}\n  {'broker':<15} {endpoints['broker']}", file=sys.stderr)
     for name, url in endpoints["services"].items():
-        print(f"  {name:<8}{url}", file=sys.stderr)
+        print(f"  {name:<15} {url}", file=sys.stderr)
     print("Ctrl-C (or `hiddenstate down`) stops it.", file=sys.stderr, flush=True)
     await stopped
     await runtime.stop()
