@@ -17,22 +17,17 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__()
-        self._identity = {
-            key: value
-            for key, value in (("service", os.environ.get("K_SERVICE")), ("revision", os.environ.get("K_REVISION")))
-            if value
-        }
-
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            **self._identity,
         }
+        # Read per record: a forked instance may carry another identity than the zygote that configured logging.
+        for key, variable in (("service", "K_SERVICE"), ("revision", "K_REVISION")):
+            if value := os.environ.get(variable):
+                entry[key] = value
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

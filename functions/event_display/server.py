@@ -40,7 +40,11 @@ def prefork() -> Prepared:
 
 
 def serve(prepared: Prepared) -> int:
-    """Serve on ``prepared.port`` until SIGTERM; granian drains in-flight requests, then this returns 0."""
+    """Serve on ``$PORT`` until SIGTERM; granian drains in-flight requests, then this returns 0.
+
+    The port and file are read again here, not taken from ``prepared``: in fork mode one zygote prepares once and
+    every forked instance gets its own ``PORT``."""
+    prepared = Prepared.from_env()
     from granian import Granian
     from granian.constants import Interfaces
 

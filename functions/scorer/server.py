@@ -72,13 +72,17 @@ def build_service(prepared: Prepared):  # noqa: ANN201 - ScorerService, imported
 
 
 def serve(prepared: Prepared) -> int:
-    """Serve HTTP on ``$PORT`` in this process until SIGTERM, then drain in-flight requests and return 0."""
+    """Serve HTTP on ``$PORT`` in this process until SIGTERM, then drain in-flight requests and return 0.
+
+    Instance settings (``PORT``, ``K_*``, tuning) are read again here: in fork mode one zygote prepares once and
+    every forked instance gets its own environment. The model stays the one ``prefork`` loaded."""
     from granian import Granian
     from granian.constants import Interfaces
 
     from functions.scorer.app import create_app
 
-    config = prepared.config
+    config = ScorerConfig.from_env()
+    prepared = Prepared(config, prepared.predictor)
     # granian forks its worker from this process: the loaded model is inherited, not reloaded.
     multiprocessing.set_start_method("fork", force=True)
 
