@@ -89,3 +89,18 @@ def test_up_rejects_an_unknown_autoscaler_key_by_name(home):
     result = cli("up", "--home", str(home), "--config-autoscaler", "stable-windows=6s")
     assert result.returncode == 2
     assert "stable-windows" in result.stderr and "unknown config-autoscaler key" in result.stderr
+
+
+def test_demo_in_fork_mode_scores_every_transaction_with_instances_forked_from_a_zygote(home, capsys):
+    status = hiddenstate(["demo", "--home", str(home), "--count", "60", "--instance-mode", "fork", *FAST])
+    capsys.readouterr()
+    assert status == 0
+    summary = orjson.loads((home / "demo-summary.json").read_bytes())
+    assert summary["sent"] == summary["scored"] == 60
+    records = [orjson.loads(line) for line in (home / "instances.jsonl").read_bytes().splitlines()]
+    scorer_starts = [r for r in records if r["service"] == "scorer" and "ready_s" in r]
+    assert len(scorer_starts) >= 2
+    assert {r["mode"] for r in scorer_starts} == {"fork"}
+    # A forked instance inherits the imports and the model: it only connects to Valkey before it is ready.
+    assert "imports" not in scorer_starts[-1]["phases"]
+    assert "valkey" in scorer_starts[-1]["phases"]
