@@ -298,19 +298,38 @@ def resident_frames(pid: int) -> set[int] | None:
     import numpy as np
 
     frames: list[Any] = []
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+    # Unbuffered positional reads: a buffered reader's read-ahead returns the wrong entries after a seek here.
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
         for line in maps:
             start, end = (int(x, 16) for x in line.split()[0].split("-"))
-            try:
-                pagemap.seek(start // PAGE_BYTES * 8)
-                entries = np.frombuffer(pagemap.read((end - start) // PAGE_BYTES * 8), dtype=np.uint64)
-            except OSError:
-                continue  # [vsyscall] cannot be read
+            entries = np.frombuffer(read_exactly(fd, (end - start) // PAGE_BYTES * 8, start // PAGE_BYTES * 8),
+                                    dtype=np.uint64)
             present = (entries >> np.uint64(63)) & np.uint64(1)
             frames.append(entries[present == 1] & np.uint64(PFN_MASK))
+    finally:
+        os.close(fd)
     found = set(np.concatenate(frames).tolist()) if frames else set()
     found.discard(0)
     return found or None
+
+
+def read_exactly(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``, or fewer where the file ends or refuses (``[vsyscall]`` cannot be read)."""
+    chunks = []
+    while size > 0:
+        try:
+            chunk = os.pread(fd, min(size, 1 << 24), offset)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    data = b"".join(chunks)
+    return data[: len(data) // 8 * 8]
 
 
 def tree_frames(pid: int) -> set[int] | None:
@@ -325,10 +344,12 @@ def tree_frames(pid: int) -> set[int] | None:
 
 
 def unique_frames_mb(instance_pids: list[int], others: list[int]) -> list[float] | None:
-    """Per instance (process tree): memory in no other process of ``instance_pids`` or ``others``. Unlike the sum of
-    psutil's per-process USS, pages shared by an instance's own two processes (granian main and worker) count."""
+    """Per instance (process tree): memory in no other instance's tree nor in the ``others`` processes. Unlike the
+    sum of psutil's per-process USS, pages shared by an instance's own two processes (granian main and worker)
+    count."""
     trees = [tree_frames(pid) for pid in instance_pids]
-    outside = [tree_frames(pid) for pid in others]
+    # Only the processes themselves: the zygote's descendants are the instances being measured.
+    outside = [resident_frames(pid) for pid in others]
     if any(t is None for t in trees + outside):
         return None
     result = []
@@ -355,6 +376,18 @@ async def memory_per_instance(runner: ColdStarts, launcher: Any, model_uri: str,
     return {"mode": launcher.mode, "instances": count, "uss_mb": uss, "rss_mb": rss, "unique_frames_mb": frames,
             "uss_mb_summary": spread(uss), "rss_mb_summary": spread(rss),
             "unique_frames_mb_summary": spread(frames or [])}
+
+
+def fork_steps(model_uri: str, valkey_url: str, event: Mapping[str, Any], trials: int) -> dict[str, Any]:
+    """``perf.fork_probe``: a fork-mode instance's start step by step (ms), without granian or the probe."""
+    env = {**os.environ, "MODEL_URI": model_uri, "VALKEY_URL": valkey_url, "LOG_LEVEL": "warning"}
+    result = subprocess.run([sys.executable, "-m", "perf.fork_probe", str(trials)], input=orjson.dumps(event) + b"\n",
+                            env=env, cwd=ROOT, capture_output=True, check=True, timeout=300)
+    rows = [orjson.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    failed = [r["error"] for r in rows if "error" in r]
+    if failed or not rows:
+        raise RuntimeError(f"the fork probe failed: {failed or result.stderr.decode(errors='replace')[-500:]}")
+    return {step: spread(r[step] for r in rows) for step in rows[0]}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -607,6 +640,10 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"{', '.join(f'{v:.1f}' for v in frames) if frames else 'hidden by the kernel'} | "
                      f"{', '.join(f'{v:.0f}' for v in mem['rss_mb'])} |")
     lines.append(f"| zygote (shared by the forks) | {report['zygote_uss_mb']:.0f} | | |")
+    lines += ["", "Fork-mode start step by step (`perf.fork_probe`: the same calls without granian and the probe), "
+              "median ms:", "", "| step | ms (min-max) |", "|---|---:|"]
+    for step, v in report["fork_steps_ms"].items():
+        lines.append(f"| {step} | {v['median']:.1f} ({v['min']:.1f}-{v['max']:.1f}) |")
     imports = report["imports"]
     lines += ["", f"Import profile (`python -X importtime`, {imports['trials']} runs, median cumulative s per "
               "top-level package):", "", "| package | s |", "|---|---:|"]
@@ -672,6 +709,7 @@ def run(trials: int = 7, memory_instances: int = 4, model_uri: str | None = None
         with StateStore(valkey.admin_url) as store:
             store.ensure_library()
         report = asyncio.run(run_experiments(model_uri, valkey.url, events, trials, work, memory_instances))
+        report["fork_steps_ms"] = fork_steps(model_uri, valkey.url, events[-1], trials)
     finally:
         valkey.stop()
         shutil.rmtree(work, ignore_errors=True)
