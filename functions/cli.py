@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "knative.local.eventing.cli",
     "knative.local.cli",
     "knative.local.demo",
+    "perf.cli",
 )
 
 
