@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,3 +158,28 @@ def test_http_scores_equal_the_offline_step_with_float16_states(scorer_url, mode
     torch.set_num_threads(1)
     offline = run_stream(predictor.model, build_stream(subset, predictor.spec))
     assert np.max(np.abs(np.array(served) - offline)) <= 1e-5
+
+
+def test_two_instances_racing_on_one_card_lose_no_update(start_scorer, valkey_server: ValkeyServer):
+    """Across instances only compare-and-set keeps the fold exact: each instance batches on its own. A 503 (conflicts
+    still unresolved after the bounded retries) is retried by the caller with the same event, as a broker would."""
+    scorers = [start_scorer({"VALKEY_URL": valkey_server.url}) for _ in range(2)]
+    card = f"card-{uuid.uuid4().hex}"
+
+    def send(index: int) -> list[int]:
+        url = scorers[index % 2].url
+        with requests.Session() as session:
+            seqs = []
+            for _ in range(20):
+                message = _message(card)
+                for _attempt in range(20):
+                    reply = session.post(url, headers=message.headers, data=message.body, timeout=30)
+                    if reply.status_code != 503:
+                        break
+                assert reply.status_code == 200, reply.text
+                seqs.append(reply.json()["card_seq"])
+            return seqs
+
+    with ThreadPoolExecutor(8) as pool:
+        seqs = [s for chunk in pool.map(send, range(8)) for s in chunk]
+    assert sorted(seqs) == list(range(1, 161))

@@ -28,7 +28,7 @@ class ScorerConfig:
     torch_threads: int = 1  # batches are small; intra-op threads only add contention with the HTTP threads
     microbatch: bool = True
     compile_step: bool = False  # TorchScript-trace the step at start
-    conflict_attempts: int = 5
+    conflict_attempts: int = 8
     retry_after_s: int = 1
     service: str = "scorer"
     revision: str = "scorer-local"

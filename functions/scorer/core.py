@@ -8,6 +8,7 @@ store handed back. Nothing here knows Flask exists.
 
 from __future__ import annotations
 
+import random
 import struct
 import time
 from collections.abc import Sequence
@@ -66,12 +67,13 @@ def _entity_rounds(slots: list[tuple[int, int]]) -> list[int]:
 class ScoringCore:
     """Scores batches of transactions against the state store with one predictor."""
 
-    def __init__(self, predictor: Predictor, store: StateStore, *, max_attempts: int = 5,
-                 backoff_s: float = 0.002) -> None:
+    def __init__(self, predictor: Predictor, store: StateStore, *, max_attempts: int = 8,
+                 backoff_s: float = 0.001, max_backoff_s: float = 0.05) -> None:
         self.predictor = predictor
         self.store = store
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
         self.hidden_size = predictor.spec.hidden_size
 
     def score(self, transactions: Sequence[Transaction]) -> tuple[list[Score], BatchStats]:
@@ -139,8 +141,14 @@ class ScoringCore:
                     self._forget_duplicates(entity, transactions, result.duplicates)
             if all(e.done for e in entities):
                 return self._scores(transactions, slots, entities, fold)
-            if attempt < self.max_attempts:
-                time.sleep(self.backoff_s * attempt)
+            if attempt > 1 and attempt < self.max_attempts:
+                # The first retry uses the state the store handed back, at once. After that the entity is hot:
+                # back off with full jitter so colliding instances do not retry in lockstep, then re-read, since
+                # the state handed back went stale while sleeping.
+                time.sleep(random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt)))
+                stale = [e for e in entities if not e.done]
+                for entity, state in zip(stale, self.store.read_many([e.key for e in stale]), strict=True):
+                    entity.state = state
         raise ConflictRetriesExhausted([e.key for e in entities if not e.done], self.max_attempts, [])
 
     # -- the pure part: fold each entity's events through the step -------------------------------------------

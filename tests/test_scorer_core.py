@@ -1,0 +1,93 @@
+"""The scoring core against a real valkey-server: conflicts are recomputed on the fresh state, exactly."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import torch
+
+from functions.contract import Transaction, parse_time
+from functions.model import FeatureSpec, FraudGRU, events_from_transactions, round_state
+from functions.model.features import EntityContext, encode_features
+from functions.model.package import Predictor
+from functions.scorer.core import ScoringCore
+from state_service.store import EntityKey, StateStore
+
+pytest_plugins = ["valkey_fixtures"]
+
+
+def _transaction(card: str, merchant: str, minute: int, amount: float) -> Transaction:
+    return Transaction(id=uuid.uuid4().hex, source="/test", time=parse_time(f"2026-03-01T12:{minute:02d}:00Z"),
+                       card_id=card, merchant_id=merchant, amount=amount, channel="pos", country="DE", mcc=5411)
+
+
+class RacingStore(StateStore):
+    """The real store, with one competing update slipped in between the first read and its compare-and-set."""
+
+    def __init__(self, url: str, compete) -> None:  # noqa: ANN001 - a callable run once
+        super().__init__(url, hidden_size=64)
+        self._compete = compete
+
+    def read_many(self, keys):  # noqa: ANN001, ANN201
+        states = super().read_many(keys)
+        if self._compete is not None:
+            compete, self._compete = self._compete, None
+            compete()
+        return states
+
+
+def _serial_fold(model: FraudGRU, transactions: list[Transaction]) -> tuple[torch.Tensor, list[float]]:
+    """The card's state after absorbing ``transactions`` in order, one step at a time, and each score."""
+    spec = model.spec
+    card = merchant = torch.zeros(1, spec.hidden_size)
+    scores, previous = [], None
+    for t in transactions:
+        events = events_from_transactions([t])
+        seen = previous is not None
+        ctx = EntityContext(np.array([seen]), np.array([previous.event_time_s if seen else 0.0]),
+                            events_from_transactions([previous]).channel if seen else np.zeros(1, np.int64),
+                            events_from_transactions([previous]).country if seen else np.zeros(1, np.int64))
+        with torch.inference_mode():
+            result = model.step(card, merchant, encode_features(events, ctx, ctx, spec))
+        card, merchant = round_state(result.card_states), round_state(result.merchant_states)
+        scores.append(float(result.scores[0]))
+        previous = t
+    return card[0], scores
+
+
+def test_a_conflicting_write_is_detected_and_the_event_recomputed_on_the_fresh_state(valkey_server):
+    torch.manual_seed(5)
+    model = FraudGRU(FeatureSpec()).eval()
+    predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
+    card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
+    first = _transaction(card, merchant, 1, 20.0)
+    racing = _transaction(card, merchant, 2, 35.0)
+
+    other = ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64))
+    core = ScoringCore(predictor, RacingStore(valkey_server.url, lambda: other.score([first])))
+    scores, stats = core.score([racing])
+
+    assert stats.conflicts >= 1 and stats.attempts == 2
+    assert (scores[0].card_seq, scores[0].merchant_seq) == (2, 2)
+    stored = core.store.read_many([EntityKey(predictor.namespace, "card", card)])[0]
+    expected_state, expected_scores = _serial_fold(model, [first, racing])
+    assert stored.version == 2
+    assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)
+    assert abs(scores[0].score - expected_scores[1]) <= 1e-5
+
+
+def test_events_for_one_entity_inside_a_batch_apply_in_arrival_order(valkey_server):
+    torch.manual_seed(6)
+    model = FraudGRU(FeatureSpec()).eval()
+    predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
+    card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
+    batch = [_transaction(card, merchant, minute, 10.0 + minute) for minute in range(1, 6)]
+    core = ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64))
+    scores, stats = core.score(batch)
+    expected_state, expected_scores = _serial_fold(model, batch)
+    assert [s.card_seq for s in scores] == [1, 2, 3, 4, 5]
+    assert stats.rounds == 5
+    assert np.max(np.abs(np.array([s.score for s in scores]) - expected_scores)) <= 1e-5
+    stored = core.store.read_many([EntityKey(predictor.namespace, "card", card)])[0]
+    assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)
