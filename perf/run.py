@@ -80,18 +80,21 @@ def scenarios(scale: float = 1.0) -> dict[str, Scenario]:
 
     steady = {"RATE": "200", "DURATION": seconds(30)}
     burst = {"RATE": "100", "DURATION": seconds(15)}
+    ramp = {"START_RATE": "50", "PEAK_RATE": "2500", "DURATION": seconds(60)}
+    spike = {"RATE": "100", "FACTOR": "10", "BASE": seconds(10), "RISE": seconds(5), "HOLD": seconds(10)}
     return {
         "steady": Scenario("steady", "steady.js", (
             Variant("direct (scorer URL)", "service", k6_env=steady),
             Variant("broker ingress", "broker", k6_env=steady),
         ), summary="200 events/s for 30 s, direct to the scorer's activator against through the broker"),
         "ramp": Scenario("ramp", "ramp.js", (
-            Variant("direct", k6_env={"START_RATE": "50", "PEAK_RATE": "2500", "DURATION": seconds(60)}),
-        ), summary="arrival rate 50 -> 2,500 events/s over 60 s"),
+            Variant("fresh instances", mode="fresh", k6_env=ramp),
+            Variant("fork instances (zygote)", mode="fork", k6_env=ramp),
+        ), summary="arrival rate 50 -> 2,500 events/s over 60 s, straight to the scorer; fresh against fork mode"),
         "spike": Scenario("spike", "spike.js", (
-            Variant("direct", k6_env={"RATE": "100", "FACTOR": "10", "BASE": seconds(10), "RISE": seconds(5),
-                                      "HOLD": seconds(10)}),
-        ), summary="100 events/s, then 1,000 within 5 s, held 10 s, back to 100"),
+            Variant("fresh instances", mode="fresh", k6_env=spike),
+            Variant("fork instances (zygote)", mode="fork", k6_env=spike),
+        ), summary="100 events/s, then 1,000 within 5 s, held 10 s, back to 100; fresh against fork mode"),
         "idle_burst": Scenario("idle_burst", "idle_burst.js", (
             Variant("fresh instances", mode="fresh", k6_env=burst, from_zero=True),
             Variant("fork instances (zygote)", mode="fork", k6_env=burst, from_zero=True),
@@ -278,15 +281,16 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"{', '.join(report['autoscaler']) or 'defaults'}). Machine: {m['cores']} cores, {m['cpu']}; "
              f"{m['date']}; k6 on the same shared cores.", "",
              "| run | mode | requests | req/s | errors | p50 ms | p99 ms | max ms | peak instances | "
-             "broker delivered / replies | thresholds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "instance starts (median s to ready) | broker delivered / replies | thresholds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for v in report["variants"]:
         k = v["k6"]
         broker = f"{v['broker'].get('delivered', 0)} / {v['broker'].get('replies', 0)}" if v["target"] == "broker" \
             else "-"
         lines.append(f"| {v['variant']} | {v['mode']} | {k['requests']} | {k['requests_per_s']:.0f} | "
                      f"{100 * k['error_rate']:.2f}% | {_ms(k['p50_ms'])} | {_ms(k['p99_ms'])} | {_ms(k['max_ms'])} | "
-                     f"{v['peak_ready_instances']} | {broker} | {'pass' if k['thresholds_ok'] else 'fail'} |")
+                     f"{v['peak_ready_instances']} | {_starts(v['instance_starts'])} | {broker} | "
+                     f"{'pass' if k['thresholds_ok'] else 'fail'} |")
     zero = [v for v in report["variants"] if v.get("scale_from_zero_s") is not None]
     if zero:
         lines += ["", "| run | first instance ready after spawn (s) | first requests' max latency (ms) |",
@@ -294,6 +298,13 @@ def markdown(report: Mapping[str, Any]) -> str:
         for v in zero:
             lines.append(f"| {v['variant']} | {v['scale_from_zero_s']:.3f} | {_ms(v['k6']['max_ms'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _starts(records: Sequence[Mapping[str, Any]]) -> str:
+    ready = sorted(r["ready_s"] for r in records if r.get("ready_s") is not None)
+    if not ready:
+        return "0"
+    return f"{len(ready)} ({ready[len(ready) // 2]:.2f})"
 
 
 def _ms(value: float | None) -> str:
