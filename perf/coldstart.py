@@ -15,7 +15,8 @@ The three model marks are logged together after the load, each with its duration
 ``imports`` to them is split with those durations (``fetch`` also holds resolving the alias). Phases are the
 differences of consecutive points, so they add up to ``reply - spawn`` exactly.
 
-Strategies: fresh vs fork; torch threads 1 vs 2 (fresh); a model on a local file registry vs fetched from S3
+Strategies: fresh vs fork (and fork with the two prefork additions proposed in COLDSTART.md, as
+``perf.prewarmed_scorer``); torch threads 1 vs 2 (fresh); a model on a local file registry vs fetched from S3
 (moto's ``ThreadedMotoServer``) into a cold cache vs found in a warm cache; and the import profile of the scorer
 (``python -X importtime``) to show what lazy imports buy. Memory: the unique set size (USS) of each extra fork-mode
 instance (the forked process and its granian worker), against a fresh instance.
@@ -54,6 +55,8 @@ log = logging.getLogger("perf.coldstart")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "perf" / "results"
 SCORER_MODULE = "functions.scorer"
+# The scorer plus the two prefork additions COLDSTART.md proposes (perf/prewarmed_scorer.py).
+PREWARMED_MODULE = "perf.prewarmed_scorer"
 READINESS_PATH = "/health/readiness"
 MARK_WAIT_S = 10.0
 
@@ -259,11 +262,12 @@ def fresh_launcher() -> Any:
     return FreshLauncher((sys.executable, "-m", SCORER_MODULE))
 
 
-async def fork_launcher(model_uri: str, valkey_url: str, env: Mapping[str, str] | None = None) -> Any:
+async def fork_launcher(model_uri: str, valkey_url: str, env: Mapping[str, str] | None = None,
+                        module: str = SCORER_MODULE) -> Any:
     """A started zygote for the scorer (it runs ``prefork()``: imports and model load, once)."""
     from knative.local.serving.instances import ForkLauncher
 
-    launcher = ForkLauncher(SCORER_MODULE, (), {"MODEL_URI": model_uri, "VALKEY_URL": valkey_url, **(env or {})},
+    launcher = ForkLauncher(module, (), {"MODEL_URI": model_uri, "VALKEY_URL": valkey_url, **(env or {})},
                             lambda _line: None)
     await launcher.start()
     return launcher
@@ -533,9 +537,11 @@ async def run_experiments(model_uri: str, valkey_url: str, events: list[dict[str
         ]
         async with ColdStarts(valkey_url, events) as runner:
             zygote = await fork_launcher(model_uri, valkey_url)
+            prewarmed = await fork_launcher(model_uri, valkey_url, module=PREWARMED_MODULE)
             try:
                 # The first fork pays one-off costs (page faults of the zygote's first fork); it is kept, not hidden.
-                plans.insert(0, ("fork (zygote)", zygote, model_uri, {}))
+                plans[:0] = [("fork (zygote)", zygote, model_uri, {}),
+                             ("fork, granian + numpy warmed in prefork", prewarmed, model_uri, {})]
                 # Fill the warm cache once, outside the trials.
                 await runner.trial(fresh, "prime-cache", s3_uri, {**s3.env, "MODEL_CACHE_DIR": str(warm_cache)})
                 with tqdm(total=trials * len(plans), desc="cold starts", unit="trial") as bar:
@@ -553,6 +559,7 @@ async def run_experiments(model_uri: str, valkey_url: str, events: list[dict[str
                 zygote_uss_mb = tree_uss_bytes(zygote_pid) / 2**20
             finally:
                 await zygote.stop()
+                await prewarmed.stop()
     finally:
         s3.stop()
     return {"trials": {k: [asdict(t) for t in v] for k, v in results.items()},
@@ -578,8 +585,10 @@ def goals(summary: Mapping[str, Any], memory: list[dict[str, Any]]) -> dict[str,
     # The stricter measure when the kernel shows frame numbers: it also counts what the instance's two processes share.
     frames = fork_memory["unique_frames_mb"]
     uss = max(max(fork_memory["uss_mb"]), max(frames) if frames else 0.0)
+    prewarmed = summary.get("fork, granian + numpy warmed in prefork", {}).get("total_ms", {}).get("median")
     return {
         "fork_first_reply_median_ms": round(fork, 1), "fork_goal_ms": GOAL_FORK_MEDIAN_MS,
+        "prewarmed_fork_first_reply_median_ms": None if prewarmed is None else round(prewarmed, 1),
         "fork_goal_met": fork <= GOAL_FORK_MEDIAN_MS,
         "speedup_fresh_over_fork": round(fresh / fork, 1), "speedup_goal": GOAL_FORK_SPEEDUP,
         "speedup_goal_met": fresh / fork >= GOAL_FORK_SPEEDUP,
@@ -663,7 +672,7 @@ def plot(report: Mapping[str, Any], out: Path) -> Path:
 
     summary = report["summary"]
     strategies = list(summary)
-    fig, (ax_fresh, ax_fork) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (ax_fresh, ax_fork) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [2, 1]})
     colors = plt.get_cmap("tab20").colors
     for ax, names in ((ax_fresh, [s for s in strategies if not s.startswith("fork")]),
                       (ax_fork, [s for s in strategies if s.startswith("fork")])):
