@@ -1,9 +1,10 @@
 """The scorer with the two ``prefork()`` additions that perf/COLDSTART.md proposes, to measure them in fork mode
 without changing the scorer: ``granian`` imported and numpy's global generator seeded once before any fork.
 
-Fork-mode instances pay both in every child otherwise (``perf.fork_probe``): ``serve()`` imports granian (~14 ms),
-and the zygote's re-initialisation seeds ``numpy.random`` whose first seed in a process costs ~10-20 ms (the
-children still re-seed from ``os.urandom``; only the one-off set-up moves into the zygote). ``perf.coldstart``
+Fork-mode instances paid both in every child (``perf.fork_probe``): ``serve()`` imported granian (~14 ms; since commit
+3386764 the scorer's ``prefork()`` imports it, so that half is now a no-op here), and the zygote's re-initialisation
+seeds ``numpy.random``, whose first seed in a process costs ~10-20 ms (the children still re-seed from
+``os.urandom``; only the one-off set-up moves into the zygote). ``perf.coldstart``
 runs it as a second zygote: ``python -m knative.local.serving.zygote perf.prewarmed_scorer``.
 """
 
