@@ -683,6 +683,8 @@ def plot(report: Mapping[str, Any], out: Path) -> Path:
                 continue
             ax.bar(range(len(names)), heights, bottom=bottoms, label=phase, color=colors[k % len(colors)])
             bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+        # Head room so the legend does not cover the bars.
+        ax.set_ylim(0, max(bottoms, default=1.0) * 1.5)
         ax.set_xticks(range(len(names)), [n.replace(", ", "\n") for n in names], fontsize=8)
         ax.set_ylabel("ms (median per phase)")
         ax.grid(axis="y", alpha=0.3)
