@@ -26,7 +26,7 @@ import orjson
 from knative.local.serving.zygote import CONTROL_FD_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-READINESS_POLL_S = 0.02
+READINESS_POLL_S = 0.005  # a fork-mode instance is ready in tens of ms: a coarse poll would dominate
 # Knative fails a revision whose first pod is not ready within progress-deadline (600 s by default).
 PROGRESS_DEADLINE_S = 600.0
 
