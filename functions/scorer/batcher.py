@@ -23,7 +23,11 @@ Out = TypeVar("Out")
 @dataclass
 class _Request(Generic[In, Out]):
     items: Sequence[In]
-    done: threading.Event = field(default_factory=threading.Event)
+    # Set once the result is in, or when this request's thread is appointed leader: each thread sleeps on its own
+    # event, so finishing a batch wakes exactly the threads it answered (no thundering herd of all request threads).
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    done: bool = False
     result: list[Out] | None = None
     error: BaseException | None = None
 
@@ -33,20 +37,19 @@ class MicroBatcher(Generic[In, Out]):
         self._process = process
         self._max_batch = max_batch
         self._queue: deque[_Request[In, Out]] = deque()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._leading = False
 
     def submit(self, items: Sequence[In]) -> list[Out]:
         """Score ``items`` together with whatever else is queued; returns their results in order."""
         request: _Request[In, Out] = _Request(items)
-        with self._changed:
+        with self._lock:
             self._queue.append(request)
-            while not request.done.is_set() and self._leading:
-                self._changed.wait()
-            lead = not request.done.is_set()
-            if lead:
-                self._leading = True
-        if lead:
+            if not self._leading:
+                self._leading = request.lead = True
+        if not request.lead:
+            request.wake.wait()
+        if not request.done:
             self._lead_until_done(request)
         if request.error is not None:
             raise request.error
@@ -54,19 +57,21 @@ class MicroBatcher(Generic[In, Out]):
         return request.result
 
     def _lead_until_done(self, own: _Request[In, Out]) -> None:
-        """Score batches until this thread's own request is answered, then hand the lead over: a leader that kept
-        draining for others would hold its own HTTP response back for as long as the load lasts."""
+        """Score batches until this thread's own request is answered, then hand the lead to the oldest queued
+        request: a leader that kept draining for others would hold its own HTTP response back under load."""
         try:
-            while not own.done.is_set():
-                with self._changed:
+            while not own.done:
+                with self._lock:
                     taken = self._take()
                 self._run(taken)
-                with self._changed:
-                    self._changed.notify_all()
         finally:
-            with self._changed:
-                self._leading = False
-                self._changed.notify_all()
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._leading = False
 
     def _take(self) -> list[_Request[In, Out]]:
         taken: list[_Request[In, Out]] = []
@@ -84,10 +89,15 @@ class MicroBatcher(Generic[In, Out]):
         except BaseException as exc:  # noqa: BLE001 - every waiting request must learn of the failure
             for request in taken:
                 request.error = exc
-                request.done.set()
+                self._finish(request)
             return
         start = 0
         for request in taken:
             request.result = results[start : start + len(request.items)]
             start += len(request.items)
-            request.done.set()
+            self._finish(request)
+
+    @staticmethod
+    def _finish(request: _Request[In, Out]) -> None:
+        request.done = True
+        request.wake.set()
