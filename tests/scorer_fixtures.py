@@ -13,32 +13,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from perf.models import publish_untrained_model
+from perf.scorer_bench import wait_ready
 from state_service.server import ValkeyServer, free_port
 
-READY_TIMEOUT_S = 60.0
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"scorer exited with {process.returncode} before becoming ready")
-        try:
-            if requests.get(f"{url}/health/readiness", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"scorer at {url} not ready after {timeout_s} s")
 
 
 class ScorerProcess:
