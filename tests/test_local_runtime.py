@@ -10,10 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from scorer_fixtures import publish_untrained_model
 
 from functions.cli import main as hiddenstate
 from knative.local.runtime import RUNTIME_FILE, champion_uri
+from perf.models import publish_untrained_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--config-autoscaler", "stable-window=6s", "--config-autoscaler", "scale-to-zero-grace-period=1s"]
