@@ -94,7 +94,11 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         return process_tree_cpu_seconds(self.process.pid)
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM (the server drains), SIGKILL after ``timeout_s``; returns the exit status."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -103,6 +107,7 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        return self.process.returncode
 
 
 def process_tree_cpu_seconds(pid: int) -> float:

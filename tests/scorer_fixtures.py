@@ -10,45 +10,22 @@ Use it with ``pytest_plugins = ["valkey_fixtures", "scorer_fixtures"]``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from perf.models import publish_untrained_model
-from perf.scorer_bench import wait_ready
-from state_service.server import ValkeyServer, free_port
+from perf.scorer_bench import ServerProcess, wait_ready
+from state_service.server import ValkeyServer
 
-ROOT = Path(__file__).resolve().parents[1]
+# What a Knative revision would set; the tests check the reply's source against it.
+IDENTITY = {"K_SERVICE": "scorer", "K_REVISION": "scorer-00001", "K_CONFIGURATION": "scorer"}
 
 
-class ScorerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {**os.environ, "PORT": str(self.port), "K_SERVICE": "scorer", "K_REVISION": "scorer-00001",
-                    "K_CONFIGURATION": "scorer", **env}
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([sys.executable, "-m", "functions.scorer"], env=full_env, cwd=ROOT,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+def scorer_process(name: str, env: dict[str, str], log_dir: Path) -> ServerProcess:
+    """``python -m functions.scorer`` on a free port, logging to ``log_dir/<name>.log``."""
+    return ServerProcess(name, "functions.scorer", {**IDENTITY, **env}, log_dir)
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +34,11 @@ def model_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def start_scorer(tmp_path: Path, model_uri: str) -> Iterator[Callable[..., ScorerProcess]]:
-    started: list[ScorerProcess] = []
+def start_scorer(tmp_path: Path, model_uri: str) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
 
-    def start(env: dict[str, str], *, wait: bool = True) -> ScorerProcess:
-        scorer = ScorerProcess({"MODEL_URI": model_uri, **env}, tmp_path / f"scorer-{len(started)}.log")
+    def start(env: dict[str, str], *, wait: bool = True) -> ServerProcess:
+        scorer = scorer_process(f"scorer-{len(started)}", {"MODEL_URI": model_uri, **env}, tmp_path)
         started.append(scorer)
         if wait:
             wait_ready(scorer.url, scorer.process)
@@ -74,8 +51,8 @@ def start_scorer(tmp_path: Path, model_uri: str) -> Iterator[Callable[..., Score
 
 @pytest.fixture(scope="session")
 def scorer_url(tmp_path_factory: pytest.TempPathFactory, valkey_server: ValkeyServer, model_uri: str) -> Iterator[str]:
-    scorer = ScorerProcess({"MODEL_URI": model_uri, "VALKEY_URL": valkey_server.url},
-                           tmp_path_factory.mktemp("scorer") / "scorer.log")
+    scorer = scorer_process("scorer", {"MODEL_URI": model_uri, "VALKEY_URL": valkey_server.url},
+                            tmp_path_factory.mktemp("scorer"))
     try:
         wait_ready(scorer.url, scorer.process)
         yield scorer.url
