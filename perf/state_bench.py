@@ -118,7 +118,7 @@ def memory_per_entity(data_dir: Path, entities: int) -> dict[str, Any]:
                 pipe = client.pipeline(transaction=False)
                 values = {}
                 for i in range(start, min(entities, start + chunk)):
-                    key = EntityKey(NAMESPACE, "card", f"c{i:07d}").state_key
+                    key = EntityKey(NAMESPACE, "card", f"card-{i:06d}-1").state_key  # the generator's id form
                     values[key] = encode_state(1 + i % 500, 1_767_225_600.0 + i, hidden[i % 1024], b"pos", H)
                 pipe.mset(values)
                 pipe.execute()

@@ -67,6 +67,14 @@ def register(subparsers: Any) -> None:
         parser.add_argument("entity_id")
         parser.set_defaults(handler=_guarded(handler))
 
+    key = commands.add_parser("key", help="print an entity's Valkey key names (no server needed)",
+                              description="Keys are digests of (namespace, type, id); this prints the state key "
+                              "and the SCAN pattern of the namespace, for valkey-cli.")
+    key.add_argument("namespace")
+    key.add_argument("entity_type", choices=("card", "merchant"))
+    key.add_argument("entity_id")
+    key.set_defaults(handler=_guarded(_key))
+
     acl = commands.add_parser("render-acl", help="print the shipped ACL file with password hashes filled in",
                               description="Reads VALKEY_SCORER_PASSWORD and VALKEY_ADMIN_PASSWORD.")
     acl.set_defaults(handler=_guarded(_render_acl))
@@ -115,6 +123,15 @@ def _server(args: argparse.Namespace) -> int:
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # sigwait needs them blocked, not handled
         signal.sigwait(stop_signals)
+    return 0
+
+
+def _key(args: argparse.Namespace) -> int:
+    from state_service.keys import EntityKey, state_key_pattern
+
+    entity = EntityKey(args.namespace, args.entity_type, args.entity_id)
+    print(json.dumps({"entity": str(entity), "state_key": entity.state_key,
+                      "namespace_pattern": state_key_pattern(args.namespace)}))
     return 0
 
 

@@ -22,12 +22,15 @@ class LibraryMissing(StateError):
 
 
 class StateCorrupt(StateError):
-    """Stored bytes that do not decode as a state value. ``key`` names the Valkey key."""
+    """Stored bytes that do not decode as a state value. ``key`` names the Valkey key and ``entity``, when known,
+    the entity it belongs to (keys are digests, so an operator needs both)."""
 
-    def __init__(self, key: str, detail: str) -> None:
-        super().__init__(f"corrupt state at key {key!r}: {detail}")
+    def __init__(self, key: str, detail: str, entity: str | None = None) -> None:
+        where = f"of {entity} at key {key!r}" if entity else f"at key {key!r}"
+        super().__init__(f"corrupt state {where}: {detail}")
         self.key = key
         self.detail = detail
+        self.entity = entity
 
 
 class ConflictRetriesExhausted(StateError):

@@ -52,7 +52,7 @@ from state_service.errors import (
     StateError,
     StateUnavailable,
 )
-from state_service.keys import EntityKey, parse_state_key, state_key_pattern
+from state_service.keys import EntityKey, check_state_key, state_key_pattern
 from state_service.library import (
     CAS_FUNCTION,
     LIBRARY_NAME,
@@ -210,10 +210,15 @@ class StateStore:
         """States of ``keys`` in order, the unseen default for absent ones; one MGET."""
         if not keys:
             return []
-        names = [k.state_key for k in keys]
         with self._calling("read_many"):
-            raws = self._client.mget(names)
-        return [decode_state(name, raw, self.hidden_size) for name, raw in zip(names, raws, strict=True)]
+            raws = self._client.mget([k.state_key for k in keys])
+        return [self._decode(key, raw) for key, raw in zip(keys, raws, strict=True)]
+
+    def _decode(self, key: EntityKey, raw: bytes | None) -> EntityState:
+        try:
+            return decode_state(key.state_key, raw, self.hidden_size)
+        except StateCorrupt as error:
+            raise StateCorrupt(error.key, error.detail, entity=str(key)) from None
 
     def compare_and_set_many(self, updates: Sequence[StateUpdate]) -> list[UpdateResult]:
         """Apply a batch of updates in ONE atomic FCALL; per update: APPLIED, CONFLICT or DUPLICATE.
@@ -242,7 +247,7 @@ class StateStore:
         code, version = int(reply[0]), int(reply[1])
         if code == 0:
             return UpdateResult(Outcome.APPLIED, version)
-        current = decode_state(update.key.state_key, reply[2], self.hidden_size)
+        current = self._decode(update.key, reply[2])
         if code == 1:
             return UpdateResult(Outcome.CONFLICT, version, current)
         hits = reply[3]
@@ -330,7 +335,7 @@ class StateStore:
         if not items:
             return 0
         for name, raw in items:
-            parse_state_key(name)
+            check_state_key(name)
             decode_state(name, raw, self.hidden_size)
         with self._calling("restore"):
             return int(
@@ -408,8 +413,10 @@ def _located(error: StateError, updates: Sequence[StateUpdate]) -> StateError:
     if marker not in message:
         return error
     index = int(message.split(marker, 1)[1].split(" ", 1)[0]) - 1
-    key = updates[index].key.state_key
-    return StateCorrupt(key, "stored bytes are not a layout-1 state value; nothing in the batch was written")
+    key = updates[index].key
+    return StateCorrupt(
+        key.state_key, "stored bytes are not a layout-1 state value; nothing in the batch was written", str(key)
+    )
 
 
 def _redact(url: str) -> str:

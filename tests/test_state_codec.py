@@ -15,28 +15,51 @@ from state_service.codec import (
     event_digest,
 )
 from state_service.errors import InvalidStateRequest, StateCorrupt
-from state_service.keys import EntityKey, parse_state_key, state_key_pattern
+from state_service.keys import STATE_KEY_LENGTH, EntityKey, check_state_key, namespace_tag, state_key_pattern
 
 
 def test_entity_key_is_hash_tagged_so_state_and_dedupe_share_a_slot() -> None:
     key = EntityKey("fraud-gru@v3", "card", "c1")
-    assert key.state_key == "hs:{fraud-gru@v3:card:c1}"
-    assert key.dedupe_key(7) == "hs:{fraud-gru@v3:card:c1}:dd:7"
+    assert key.state_key == "hsEUY{UMxhbx7XcssBND}"  # pinned: a changed digest would orphan every stored state
+    assert key.dedupe_key(7) == "hsEUY{UMxhbx7XcssBND}d7"
     # The hash tag is the text between the first { and the next }: identical for both keys.
     tag = lambda k: k[k.index("{") + 1 : k.index("}")]  # noqa: E731
     assert tag(key.state_key) == tag(key.dedupe_key(7))
 
 
-@pytest.mark.parametrize("entity_id", ["a}b{c", "x:y:z", "100%", "ünïcödé", "with space", "a" * 128, "}"])
-def test_any_entity_id_round_trips_and_never_breaks_the_hash_tag(entity_id: str) -> None:
+@pytest.mark.parametrize("entity_id", ["a}b{c", "x:y:z", "100%", "ünïcödé", "with space", "a" * 128, "}", "\udc80"])
+def test_any_entity_id_gives_a_21_character_state_key_that_keeps_the_hash_tag(entity_id: str) -> None:
     key = EntityKey("ns:{odd}", "merchant", entity_id)
-    inner = key.state_key[len("hs:{") : -1]
-    assert "{" not in inner and "}" not in inner and inner.count(":") == 2
-    assert parse_state_key(key.state_key) == key
+    assert len(key.state_key) == STATE_KEY_LENGTH == 21  # the length that keeps a state at 192 B (README)
+    assert check_state_key(key.state_key) == key.state_key
+    assert key.state_key.startswith("hs" + namespace_tag("ns:{odd}") + "{")
+    assert key.state_key.count("{") == 1 and key.state_key.endswith("}")
 
 
-def test_ids_that_differ_only_in_escaped_characters_get_different_keys() -> None:
-    assert EntityKey("ns", "card", "a:b").state_key != EntityKey("ns", "card", "a%3Ab").state_key
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (("ns", "card", "c1"), ("ns", "merchant", "c1")),
+        (("ns", "card", "c1"), ("ns2", "card", "c1")),
+        (("a\x00card\x00b", "card", "c"), ("a", "card", "b\x00card\x00c")),
+        (("ns", "card", "a:b"), ("ns", "card", "a%3Ab")),
+    ],
+)
+def test_distinct_identities_get_distinct_keys(left: tuple[str, str, str], right: tuple[str, str, str]) -> None:
+    assert EntityKey(*left).state_key != EntityKey(*right).state_key
+
+
+def test_many_ids_do_not_collide() -> None:
+    keys = {EntityKey("ns", "card", f"card-{i:06d}-1").state_key for i in range(100_000)}
+    assert len(keys) == 100_000
+
+
+@pytest.mark.parametrize(
+    "key", ["hs:{ns:card:c1}", "hsEUY{UMxhbx7XcssBND}d7", "hsEUY{short}", "xxEUY{UMxhbx7XcssBND}", 7]
+)
+def test_anything_but_a_state_key_is_refused(key: object) -> None:
+    with pytest.raises(InvalidStateRequest, match="not a state key"):
+        check_state_key(key)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -48,9 +71,14 @@ def test_invalid_entity_keys_are_refused_with_a_clear_error(namespace: str, enti
         EntityKey(namespace, entity_type, entity_id)
 
 
-def test_scan_pattern_of_a_namespace_escapes_glob_characters() -> None:
-    assert state_key_pattern("m*[1]@v1") == "hs:{m\\*%5B1%5D@v1:*}"
-    assert state_key_pattern() == "hs:{*}"
+def test_scan_pattern_matches_state_keys_of_its_namespace_only() -> None:
+    from fnmatch import fnmatchcase  # Valkey's MATCH glob agrees with fnmatch on ?, * and literal braces
+
+    key = EntityKey("m*[1]@v1", "card", "c1")
+    assert fnmatchcase(key.state_key, state_key_pattern("m*[1]@v1"))
+    assert fnmatchcase(key.state_key, state_key_pattern())
+    assert not fnmatchcase(key.dedupe_key(3), state_key_pattern())
+    assert not fnmatchcase(EntityKey("other@v1", "card", "c1").state_key, state_key_pattern("m*[1]@v1"))
 
 
 def test_state_value_round_trips_with_millisecond_time_and_float16_state() -> None:
@@ -113,3 +141,14 @@ def test_applied_record_round_trips_and_limits_the_receipt() -> None:
     assert decode_applied("k", encode_applied(9, b"score")) == (9, b"score")
     with pytest.raises(InvalidStateRequest):
         encode_applied(1, b"x" * 17)
+
+
+def test_state_key_command_prints_the_key_a_store_would_use(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from functions.cli import main as hiddenstate
+
+    assert hiddenstate(["state", "key", "fraud-gru@v3", "card", "c1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["state_key"] == EntityKey("fraud-gru@v3", "card", "c1").state_key
+    assert printed["namespace_pattern"] == state_key_pattern("fraud-gru@v3")

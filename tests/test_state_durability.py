@@ -115,7 +115,7 @@ def test_scorer_user_cannot_flushall_config_or_keys_but_can_fcall(valkey_server:
         with pytest.raises(valkey.exceptions.NoPermissionError):
             scorer.execute_command(*command)
     with pytest.raises(valkey.exceptions.NoPermissionError):
-        scorer.get("not-a-state-key")  # keys outside hs:* are out of reach
+        scorer.get("not-a-state-key")  # keys outside hs* are out of reach
     assert scorer.fcall_ro("hs_library_version", 0) == b"1"
     admin = valkey.Valkey.from_url(valkey_server.admin_url)
     assert admin.acl_whoami() == "admin" or admin.acl_whoami() == b"admin"

@@ -161,8 +161,8 @@ def test_dedupe_buckets_expire_two_windows_after_they_open(valkey_server: Valkey
     [unseen] = store.read_many([key])
     store.compare_and_set_many([update(key, unseen, "e1")])
     admin = valkey.Valkey.from_url(valkey_server.admin_url)
-    [bucket_key] = admin.keys(key.state_key.replace("{", "\\{").replace("}", "\\}") + ":dd:*")
-    bucket = int(bucket_key.rsplit(b":", 1)[1])
+    [bucket_key] = admin.keys(key.state_key.replace("{", "\\{").replace("}", "\\}") + "d*")
+    bucket = int(bucket_key.rsplit(b"}d", 1)[1])
     assert admin.expiretime(bucket_key) == (bucket + 2) * 60
     store.close()
 
@@ -311,3 +311,19 @@ def test_missing_library_is_reported_and_the_scorer_user_may_not_load_it(tmp_pat
             admin.ensure_library()  # second call: version matches, no reload
         with StateStore(server.url) as scorer:
             scorer.check_ready()
+
+
+def test_a_state_at_hidden_size_64_costs_at_most_200_bytes_whatever_the_id(
+    valkey_server: ValkeyServer, state_store: StateStore, state_namespace: str
+) -> None:
+    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+    unseen = EntityState.unseen(H)
+    for entity_id in ("c1", "card-000123-1", "4111111111111111", "x" * 128):
+        key = EntityKey(state_namespace, "merchant", entity_id)
+        # An 8-byte receipt and a full 8-byte context: the largest value the scorer writes.
+        [result] = state_store.compare_and_set_many(
+            [StateUpdate(key, 0, (AppliedEvent(f"/src\x00{entity_id}", b"r" * 8),), 1_767_225_600.0,
+                         unseen.hidden + 0.5, b"c" * 8)]
+        )
+        assert result.outcome is Outcome.APPLIED
+        assert admin.memory_usage(key.state_key) <= 200, entity_id
