@@ -18,6 +18,7 @@ decodes the message, and the data is validated against the schema of its type.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -27,9 +28,12 @@ from typing import Any
 
 import orjson
 import pycountry
+from cloudevents.core.base import BaseCloudEvent, EventFactory
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
+from dateutil.parser import isoparse
 
 TRANSACTION_TYPE = "dev.hiddenstate.transaction"
 SCORE_TYPE = "dev.hiddenstate.score"
@@ -55,6 +59,67 @@ _RFC3339 = re.compile(
 )
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies)
 COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
+
+
+class OrjsonFormat(JSONFormat):
+    """The SDK's JSON event format with orjson in place of the standard library's ``json``.
+
+    The SDK lets a binding take any ``Format``; this one writes the same JSON values (tested against the SDK's
+    own format) at a fraction of the cost: the scorer's profile had ``json`` and ``dateutil`` among its largest
+    per-request costs. Times parse with ``datetime.fromisoformat`` and fall back to the SDK's ``isoparse``.
+    """
+
+    def read(self, event_factory: EventFactory | None, data: str | bytes) -> BaseCloudEvent:
+        attributes = orjson.loads(data)
+        if not isinstance(attributes, dict):
+            raise ValueError("a structured event must be a JSON object")
+        if event_factory is None:
+            from cloudevents.core.bindings.common import get_event_factory_for_version
+
+            event_factory = get_event_factory_for_version(attributes.get("specversion", SPECVERSION))
+        if "time" in attributes:
+            attributes["time"] = _sdk_time(attributes["time"])
+        event_data = attributes.pop("data", None)
+        if event_data is None and attributes.get("data_base64") is not None:
+            event_data = base64.b64decode(attributes.pop("data_base64"))
+        return event_factory(attributes, event_data)
+
+    def write(self, event: BaseCloudEvent) -> bytes:
+        body = dict(event.get_attributes())
+        if isinstance(body.get("time"), datetime):
+            body["time"] = format_time(body["time"])
+        data = event.get_data()
+        if isinstance(data, bytes | bytearray):
+            body["data_base64"] = base64.b64encode(data).decode()
+        elif data is not None:
+            media = body.get("datacontenttype", self.DEFAULT_CONTENT_TYPE)
+            body["data"] = data if self.JSON_CONTENT_TYPE_PATTERN.match(media) else str(data)
+        return orjson.dumps(body)
+
+    def write_data(self, data: dict[str, Any] | str | bytes | None, datacontenttype: str | None) -> bytes:
+        if isinstance(data, dict):
+            return orjson.dumps(data)
+        return super().write_data(data, datacontenttype)
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> dict[str, Any] | str | bytes | None:
+        if body and self.JSON_CONTENT_TYPE_PATTERN.match(datacontenttype or self.DEFAULT_CONTENT_TYPE):
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                pass  # the SDK's rule: data that does not parse as JSON is kept as text or bytes
+        return super().read_data(body, datacontenttype)
+
+
+def _sdk_time(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return isoparse(value)
+
+
+EVENT_FORMAT = OrjsonFormat()
 
 
 class ContractError(Exception):
@@ -383,8 +448,8 @@ def _load_json(body: bytes) -> Any:
 def _event_from_sdk(message: ce_http.HTTPMessage, structured: bool) -> CloudEvent:
     try:
         if structured:
-            return ce_http.from_structured_event(message)
-        return ce_http.from_binary_event(message)
+            return ce_http.from_structured_event(message, EVENT_FORMAT)
+        return ce_http.from_binary_event(message, EVENT_FORMAT)
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {exc}", "body") from None
 
@@ -438,6 +503,12 @@ def parse_event(
     )
 
 
+def is_batch_request(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> bool:
+    """Batch mode: the batch content type and no ce-* headers (those make it a binary-mode event)."""
+    lowered = _lower_headers(headers)
+    return _media_type(lowered) == BATCH_CONTENT_TYPE and not any(k.startswith("ce-") for k in lowered)
+
+
 def parse_http_request(headers: Mapping[str, str] | Sequence[tuple[str, str]], body: bytes) -> list[Transaction]:
     """Turn an HTTP request into validated transactions: one for binary or structured mode, many for a batch.
 
@@ -446,7 +517,7 @@ def parse_http_request(headers: Mapping[str, str] | Sequence[tuple[str, str]], b
     lowered = _lower_headers(headers)
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit", "body")
-    if _media_type(lowered) != BATCH_CONTENT_TYPE or any(k.startswith("ce-") for k in lowered):
+    if not is_batch_request(lowered):
         return [_to_transaction(parse_event(lowered, body))]
     items = _load_json(body)
     if not isinstance(items, list) or not items:
@@ -506,5 +577,14 @@ def label_event(label: Label, *, source: str = "/hiddenstate/labels") -> CloudEv
 
 def structured_json(event: CloudEvent) -> dict[str, Any]:
     """An event as the JSON object of structured mode (what a batch array holds)."""
-    message = ce_http.to_structured_event(event)
-    return orjson.loads(message.body)
+    return orjson.loads(EVENT_FORMAT.write(event))
+
+
+def binary_message(event: CloudEvent) -> ce_http.HTTPMessage:
+    """An event in binary mode: ce-* headers and the data as the body."""
+    return ce_http.to_binary_event(event, EVENT_FORMAT)
+
+
+def batch_body(events: Sequence[CloudEvent]) -> bytes:
+    """A batch-mode body (a JSON array of structured events), written without a parse-and-dump round trip."""
+    return b"[" + b",".join(EVENT_FORMAT.write(event) for event in events) + b"]"

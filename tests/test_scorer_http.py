@@ -218,3 +218,20 @@ def test_concurrent_duplicates_of_one_event_apply_once(scorer_url):
     assert {r["card_seq"] for r in replies} == {1}
     assert sum(not r["duplicate"] for r in replies) == 1
     assert _score_of(_post_binary(scorer_url, _event(card=card)))["card_seq"] == 2
+
+
+def test_a_chunked_body_over_one_mebibyte_gets_413_too(scorer_url):
+    message = _binary()
+    chunks = (b" " * 65536 for _ in range(17))  # no Content-Length: requests sends it chunked
+    response = requests.post(scorer_url, headers=message.headers, data=chunks, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["field"] == "body"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("get", "/", 405), ("post", "/nowhere", 404),
+                                                         ("put", "/", 405)])
+def test_other_methods_and_paths_get_json_errors(scorer_url, method, path, status):
+    response = requests.request(method, scorer_url + path, timeout=10)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] in {"method_not_allowed", "not_found"}

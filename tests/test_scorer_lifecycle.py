@@ -97,10 +97,21 @@ def debuggable_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
 
 
 def _sleep_valkey(server: ValkeyServer, seconds: float) -> threading.Thread:
+    """Make Valkey sleep, and return once it is asleep: a request sent earlier could have read the state before
+    the sleep and then written it after, which is a different case (an ambiguous timeout, answered on retry as a
+    duplicate) from the one these tests are about."""
     admin = valkey.Valkey.from_url(server.admin_url)
     sleeper = threading.Thread(target=lambda: admin.execute_command("DEBUG", "SLEEP", str(seconds)))
     sleeper.start()
-    return sleeper
+    probe = valkey.Valkey.from_url(server.admin_url, socket_timeout=0.05)
+    deadline = time.monotonic() + seconds / 2
+    while time.monotonic() < deadline:
+        try:
+            probe.ping()
+        except valkey.exceptions.TimeoutError:
+            return sleeper
+        time.sleep(0.01)
+    raise AssertionError("valkey did not start sleeping")
 
 
 def test_slow_valkey_gives_503_and_writes_nothing(start_scorer, debuggable_valkey: ValkeyServer):

@@ -1,10 +1,15 @@
-"""Every error the scorer can answer, mapped to HTTP in one place."""
+"""Every error the scorer can answer, mapped to HTTP in one place.
+
+``error_reply`` is the mapping; the Flask error handler and the lean scoring route both answer through it, so a
+request gets the same status, body and headers whichever path served it.
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from flask import Flask, Response
@@ -17,7 +22,7 @@ from functions.contract import (
     PayloadTooLarge,
     UnsupportedEventType,
 )
-from state_service.errors import ConflictRetriesExhausted, StateError, StateUnavailable
+from state_service.errors import ConflictRetriesExhausted, StateUnavailable
 
 log = logging.getLogger("functions.scorer")
 
@@ -29,54 +34,54 @@ class ModelNotReady(Exception):
 _CONTRACT_STATUS = {InvalidEvent: 400, UnsupportedEventType: 400, InvalidData: 422, PayloadTooLarge: 413}
 
 
-def json_error(status: int, error: str, detail: str, headers: dict[str, str] | None = None,
-               **extra: object) -> Response:
-    body = {"error": error, "detail": detail, **extra}
-    return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
+@dataclass(frozen=True)
+class ErrorReply:
+    """An error as HTTP: status, JSON body, extra headers, and the ``scorer_requests_total`` outcome label."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    outcome: str
+
+    def response(self) -> Response:
+        return Response(self.body, status=self.status, mimetype="application/json", headers=list(self.headers))
+
+
+def _reply(status: int, outcome: str, error: str, detail: str, retry_after_s: int | None = None,
+           **extra: object) -> ErrorReply:
+    headers = (("Retry-After", str(retry_after_s)),) if retry_after_s is not None else ()
+    return ErrorReply(status, orjson.dumps({"error": error, "detail": detail, **extra}), headers, outcome)
+
+
+def error_reply(exc: BaseException, retry_after_s: int) -> ErrorReply:
+    """The answer to ``exc``. Bad input is 4xx naming the problem, an unavailable dependency 503 with Retry-After,
+    and anything unexpected 500 with an error id that is also logged with the traceback."""
+    if isinstance(exc, ContractError):
+        return ErrorReply(_CONTRACT_STATUS.get(type(exc), 400), orjson.dumps(exc.to_dict()), (), "invalid")
+    if isinstance(exc, RequestEntityTooLarge):
+        return _reply(413, "invalid", PayloadTooLarge.error, "request body is over the 1 MiB limit", field="body")
+    if isinstance(exc, StateUnavailable):
+        log.warning("state service unavailable", extra={"detail": str(exc)})
+        return _reply(503, "unavailable", "state_unavailable", str(exc), retry_after_s)
+    if isinstance(exc, ConflictRetriesExhausted):
+        return _reply(503, "conflict", "state_conflict", str(exc), retry_after_s)
+    if isinstance(exc, ModelNotReady):
+        return _reply(503, "unavailable", "model_not_ready", str(exc), retry_after_s)
+    if isinstance(exc, HTTPException):
+        return _reply(exc.code or 400, "invalid", exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+    error_id = uuid.uuid4().hex
+    log.error("unexpected error", exc_info=exc, extra={"error_id": error_id})
+    return _reply(500, "error", "internal_error", "unexpected server error; quote the error id", error_id=error_id)
+
+
+def json_error(status: int, error: str, detail: str) -> Response:
+    """A JSON error outside the mapping (readiness: not ready)."""
+    return Response(orjson.dumps({"error": error, "detail": detail}), status=status, mimetype="application/json")
 
 
 def register_error_handlers(app: Flask, retry_after_s: int, on_error: Callable[[str], None]) -> None:
-    retry = {"Retry-After": str(retry_after_s)}
-
-    @app.errorhandler(ContractError)
-    def contract_error(exc: ContractError) -> Response:
-        on_error("invalid")
-        status = _CONTRACT_STATUS.get(type(exc), 400)
-        return Response(orjson.dumps(exc.to_dict()), status=status, mimetype="application/json")
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc: RequestEntityTooLarge) -> Response:
-        on_error("invalid")
-        return json_error(413, PayloadTooLarge.error, "request body is over the 1 MiB limit", field="body")
-
-    @app.errorhandler(StateUnavailable)
-    def state_unavailable(exc: StateUnavailable) -> Response:
-        on_error("unavailable")
-        log.warning("state service unavailable", extra={"detail": str(exc)})
-        return json_error(503, "state_unavailable", str(exc), headers=retry)
-
-    @app.errorhandler(ConflictRetriesExhausted)
-    def too_contended(exc: ConflictRetriesExhausted) -> Response:
-        on_error("conflict")
-        return json_error(503, "state_conflict", str(exc), headers=retry)
-
-    @app.errorhandler(ModelNotReady)
-    def model_not_ready(exc: ModelNotReady) -> Response:
-        on_error("unavailable")
-        return json_error(503, "model_not_ready", str(exc), headers=retry)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        on_error("invalid")
-        return json_error(exc.code or 400, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
-
-    @app.errorhandler(StateError)
-    def state_error(exc: StateError) -> Response:
-        return unexpected(exc)
-
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response:
-        on_error("error")
-        error_id = uuid.uuid4().hex
-        log.exception("unexpected error", extra={"error_id": error_id})
-        return json_error(500, "internal_error", "unexpected server error; quote the error id", error_id=error_id)
+    def any_error(exc: Exception) -> Response:
+        reply = error_reply(exc, retry_after_s)
+        on_error(reply.outcome)
+        return reply.response()
