@@ -91,3 +91,30 @@ def test_events_for_one_entity_inside_a_batch_apply_in_arrival_order(valkey_serv
     assert np.max(np.abs(np.array([s.score for s in scores]) - expected_scores)) <= 1e-5
     stored = core.store.read_many([EntityKey(predictor.namespace, "card", card)])[0]
     assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)
+
+
+def test_a_redelivery_absorbed_by_the_card_only_is_applied_to_the_merchant_alone(valkey_server):
+    """The card took the event, the merchant lost it (erased here; in production, a conflict that ran out of
+    attempts): the redelivery moves only the merchant, answers the card's stored score, and a later event of the
+    same batch still folds on the card in order."""
+    torch.manual_seed(7)
+    model = FraudGRU(FeatureSpec()).eval()
+    predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
+    card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
+    first = _transaction(card, merchant, 1, 20.0)
+    core = ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64))
+    [original], _ = core.score([first])
+    StateStore(valkey_server.admin_url, hidden_size=64).delete(EntityKey(predictor.namespace, "merchant", merchant))
+
+    second = _transaction(card, merchant, 2, 35.0)
+    [again, after], stats = core.score([first, second])
+
+    assert stats.duplicates >= 1
+    assert (again.card_seq, again.merchant_seq, again.duplicate) == (1, 1, False)
+    assert again.score == original.score
+    assert (after.card_seq, after.merchant_seq) == (2, 2)
+    expected_state, expected_scores = _serial_fold(model, [first, second])
+    assert abs(after.score - expected_scores[1]) <= 1e-5
+    stored = core.store.read_many([EntityKey(predictor.namespace, "card", card)])[0]
+    assert stored.version == 2
+    assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)
