@@ -421,8 +421,14 @@ def _binary_attributes(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _lower_headers(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:
+    if isinstance(headers, LowerCaseHeaders):
+        return headers
     items = headers.items() if isinstance(headers, Mapping) else headers
-    return {key.lower(): value for key, value in items}
+    return LowerCaseHeaders((key.lower(), value) for key, value in items)
+
+
+class LowerCaseHeaders(dict[str, str]):
+    """Headers whose names are already lower-case (a server that built them so saves the contract doing it again)."""
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -478,7 +484,11 @@ def parse_event(
     hiddenstate's own events need ``time`` and JSON data; a generic receiver such as the broker ingress passes
     ``require_time=False, require_json=False`` to accept any valid CloudEvent.
     """
-    lowered = _lower_headers(headers)
+    return _parse_lowered(_lower_headers(headers), body, require_time, require_json)
+
+
+def _parse_lowered(lowered: dict[str, str], body: bytes, require_time: bool = True,
+                   require_json: bool = True) -> CloudEvent:
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit", "body")
     media = _media_type(lowered)
@@ -505,7 +515,10 @@ def parse_event(
 
 def is_batch_request(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> bool:
     """Batch mode: the batch content type and no ce-* headers (those make it a binary-mode event)."""
-    lowered = _lower_headers(headers)
+    return _is_batch(_lower_headers(headers))
+
+
+def _is_batch(lowered: dict[str, str]) -> bool:
     return _media_type(lowered) == BATCH_CONTENT_TYPE and not any(k.startswith("ce-") for k in lowered)
 
 
@@ -517,8 +530,8 @@ def parse_http_request(headers: Mapping[str, str] | Sequence[tuple[str, str]], b
     lowered = _lower_headers(headers)
     if len(body) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit", "body")
-    if not is_batch_request(lowered):
-        return [_to_transaction(parse_event(lowered, body))]
+    if not _is_batch(lowered):
+        return [_to_transaction(_parse_lowered(lowered, body))]
     items = _load_json(body)
     if not isinstance(items, list) or not items:
         raise InvalidEvent("a batch must be a non-empty JSON array of structured events", "body")

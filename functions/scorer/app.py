@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from functions.contract import (
     BATCH_CONTENT_TYPE,
     MAX_BODY_BYTES,
+    LowerCaseHeaders,
     PayloadTooLarge,
     batch_body,
     binary_message,
@@ -110,9 +111,12 @@ class ScoringRoute:
         return 200, list(message.headers.items()), message.body
 
 
-def request_headers(environ: dict[str, Any]) -> dict[str, str]:
-    """The request's headers, lower-cased, named as werkzeug names them (``HTTP_CE_ID`` is ``ce-id``)."""
-    headers = {key[5:].lower().replace("_", "-"): value for key, value in environ.items() if key.startswith("HTTP_")}
+def request_headers(environ: dict[str, Any]) -> LowerCaseHeaders:
+    """The headers the contract reads (ce-* and Content-Type), lower-cased and named as werkzeug names them
+    (``HTTP_CE_ID`` is ``ce-id``)."""
+    headers = LowerCaseHeaders(
+        ("ce-" + key[8:].lower().replace("_", "-"), value) for key, value in environ.items() if key[:8] == "HTTP_CE_"
+    )
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
     return headers

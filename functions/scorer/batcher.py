@@ -20,12 +20,19 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Request(Generic[In, Out]):
     items: Sequence[In]
-    # Set once the result is in, or when this request's thread is appointed leader: each thread sleeps on its own
-    # event, so finishing a batch wakes exactly the threads it answered (no thundering herd of all request threads).
-    wake: threading.Event = field(default_factory=threading.Event)
+    # Released once the result is in, or when this request's thread is appointed leader: each thread sleeps on its
+    # own lock, so finishing a batch wakes exactly the threads it answered (no thundering herd of request threads).
+    # A bare lock, not a threading.Event: an Event's condition variable cost a tenth of the scorer's GIL time.
+    wake: threading.Lock = field(default_factory=_held_lock)
     lead: bool = False
     done: bool = False
     result: list[Out] | None = None
@@ -48,7 +55,7 @@ class MicroBatcher(Generic[In, Out]):
             if not self._leading:
                 self._leading = request.lead = True
         if not request.lead:
-            request.wake.wait()
+            request.wake.acquire()
         if not request.done:
             self._lead_until_done(request)
         if request.error is not None:
@@ -69,7 +76,7 @@ class MicroBatcher(Generic[In, Out]):
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
-                    successor.wake.set()
+                    successor.wake.release()
                 else:
                     self._leading = False
 
@@ -100,4 +107,4 @@ class MicroBatcher(Generic[In, Out]):
     @staticmethod
     def _finish(request: _Request[In, Out]) -> None:
         request.done = True
-        request.wake.set()
+        request.wake.release()
