@@ -3,7 +3,7 @@
 -- only caller; codec.py documents the value layout (this file reads only the layout byte and the version).
 -- Every key an update touches is passed in KEYS, so the functions stay valid on Valkey Cluster.
 
-local LIBRARY_VERSION = '1'
+local LIBRARY_VERSION = '2'
 local LAYOUT = 1
 local HEADER = 12
 
@@ -23,15 +23,19 @@ end
 local function cas_many(keys, args)
   local n = #keys / 3
   -- A corrupt entity refuses the whole batch before anything is written, so a batch stays all-or-nothing
-  -- with respect to this error.
+  -- with respect to this error. The values read here are used below: one GET per entity, not two.
+  local raws = {}
   for i = 1, n do
-    if not stored_version(redis.call('GET', keys[3 * i - 2])) then
+    local raw = redis.call('GET', keys[3 * i - 2])
+    if not stored_version(raw) then
       return redis.error_reply('CORRUPT ' .. i .. ' stored value at ' .. keys[3 * i - 2] .. ' is not layout 1')
     end
+    raws[i] = raw
   end
   local expire_at = args[1]
   local idle_ttl_ms = tonumber(args[2])
   local out = {}
+  local written = {}
   local a = 3
   for i = 1, n do
     local state_key, bucket_now, bucket_before = keys[3 * i - 2], keys[3 * i - 1], keys[3 * i]
@@ -50,7 +54,8 @@ local function cas_many(keys, args)
         dups[#dups + 1] = hit
       end
     end
-    local raw = redis.call('GET', state_key)
+    -- A key listed twice reads what this call wrote for it first (written[...]), as a second GET would.
+    local raw = written[state_key] or raws[i]
     local version = stored_version(raw)
     if #dups > 0 then
       out[i] = {2, version, raw or false, dups}
@@ -72,6 +77,7 @@ local function cas_many(keys, args)
         fields[#fields + 1] = args[first + 2 * j]
         fields[#fields + 1] = args[first + 2 * j + 1]
       end
+      written[state_key] = value
       redis.call('HSET', bucket_now, unpack(fields))
       redis.call('EXPIREAT', bucket_now, expire_at)
       out[i] = {0, new_version}

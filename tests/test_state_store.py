@@ -327,3 +327,16 @@ def test_a_state_at_hidden_size_64_costs_at_most_200_bytes_whatever_the_id(
         )
         assert result.outcome is Outcome.APPLIED
         assert admin.memory_usage(key.state_key) <= 200, entity_id
+
+
+def test_one_key_twice_in_a_batch_is_applied_in_order_never_overwriting_itself(
+    state_store: StateStore, state_namespace: str
+) -> None:
+    key = EntityKey(state_namespace, "card", "twice")
+    unseen = EntityState.unseen(H)
+    first = update(key, unseen, "e1")
+    stale = update(key, unseen, "e2")  # expects version 0, which the first update moves on
+    results = state_store.compare_and_set_many([first, stale])
+    assert [r.outcome for r in results] == [Outcome.APPLIED, Outcome.CONFLICT]
+    assert results[1].version == 1
+    assert state_store.read_many([key])[0].version == 1
