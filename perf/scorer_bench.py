@@ -239,11 +239,42 @@ def run_k6(url: str, events_file: Path, load: Load, duration_s: float, summary_f
     for name, value in env.items():
         command += ["-e", f"{name}={value}"]
     command.append(str(SCORE_JS))
-    result = subprocess.run(command, capture_output=True, text=True)
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        cpu_samples = _sample_cpu(process)
+        stderr.seek(0)
+        error_text = stderr.read().decode(errors="replace")
     # 99: thresholds crossed. That is a result to report (p99 over 5 ms at saturation is expected), not a failure.
-    if result.returncode not in (0, 99) or not summary_file.is_file():
-        raise RuntimeError(f"k6 failed ({result.returncode}) for {load.label}:\n{result.stderr[-2000:]}")
-    return orjson.loads(summary_file.read_bytes())
+    if process.returncode not in (0, 99) or not summary_file.is_file():
+        raise RuntimeError(f"k6 failed ({process.returncode}) for {load.label}:\n{error_text[-2000:]}")
+    summary = orjson.loads(summary_file.read_bytes())
+    summary["k6_load_cpu_s"] = _load_phase_cpu(cpu_samples, summary["state"]["testRunDurationMs"] / 1000.0)
+    return summary
+
+
+def _sample_cpu(process: subprocess.Popen) -> list[tuple[float, float]]:
+    """(time, CPU seconds) of ``process`` every 50 ms until it exits."""
+    samples: list[tuple[float, float]] = []
+    watched = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            times = watched.cpu_times()
+        except psutil.Error:
+            break
+        samples.append((time.monotonic(), times.user + times.system))
+        time.sleep(0.05)
+    process.wait()
+    return samples
+
+
+def _load_phase_cpu(samples: list[tuple[float, float]], load_s: float) -> float:
+    """CPU spent during the last ``load_s`` seconds of the process's life: the load, not k6's start-up (parsing
+    the events file into a SharedArray costs seconds of CPU before the first request)."""
+    if len(samples) < 2:
+        return float("nan")
+    end_t, end_cpu = samples[-1]
+    start_cpu = next((cpu for t, cpu in samples if t >= end_t - load_s), samples[0][1])
+    return end_cpu - start_cpu
 
 
 def _metric(summary: dict[str, Any], name: str) -> dict[str, Any]:
@@ -333,10 +364,8 @@ def measure(server: ServerProcess, valkey: ValkeyServer, events_file: Path, load
     ours = server.name.startswith("ours") and "workers" not in server.name
     buckets_before = batch_size_buckets(server.url) if ours else {}
     cpu_before, valkey_before = server.cpu_seconds(), process_tree_cpu_seconds(valkey.pid or 0)
-    # k6 is the only child process waited for during the run, so the children's CPU times are k6's.
-    children_before = _children_cpu_seconds()
     summary = run_k6(server.url, events_file, load, duration_s, work_dir / f"k6-{uuid.uuid4().hex[:6]}.json")
-    k6_cpu = _children_cpu_seconds() - children_before
+    k6_cpu = summary["k6_load_cpu_s"]
     cpu = server.cpu_seconds() - cpu_before
     valkey_cpu = process_tree_cpu_seconds(valkey.pid or 0) - valkey_before
     scored = int(_metric(summary, "events_scored").get("count", 0))
@@ -356,11 +385,6 @@ def measure(server: ServerProcess, valkey: ValkeyServer, events_file: Path, load
         p99_threshold_ok=p99_threshold_ok(summary),
         batch_sizes=batch_size_distribution(buckets_before, batch_size_buckets(server.url)) if ours else {},
     )
-
-
-def _children_cpu_seconds() -> float:
-    times = os.times()
-    return times.children_user + times.children_system
 
 
 def warm_up(servers: dict[str, ServerProcess], events_file: Path, work_dir: Path) -> None:
