@@ -394,7 +394,8 @@ def format_time(value: datetime) -> str:
 # Raw checks on the wire form, before the SDK (which would hide missing ids and specversions).
 
 
-def _check_attribute_map(attributes: Mapping[str, Any], require_time: bool = True) -> None:
+def _check_attribute_map(attributes: Mapping[str, Any], require_time: bool = True) -> datetime | None:
+    """Raise ``InvalidEvent`` naming the first bad attribute; return the parsed ``time`` (None without one)."""
     for name in REQUIRED_ATTRIBUTES:
         value = attributes.get(name)
         if value is None:
@@ -403,9 +404,8 @@ def _check_attribute_map(attributes: Mapping[str, Any], require_time: bool = Tru
             raise InvalidEvent(f"required attribute '{name}' must be a non-empty string", name)
     if attributes["specversion"] != SPECVERSION:
         raise InvalidEvent(f"unknown specversion {attributes['specversion']!r}; expected '1.0'", "specversion")
-    if "time" in attributes:
-        parse_time(attributes["time"])
-    elif require_time:
+    time = parse_time(attributes["time"]) if "time" in attributes else None
+    if time is None and require_time:
         raise InvalidEvent("attribute 'time' is required: it is the event time", "time")
     for name in attributes:
         if name in CONTEXT_ATTRIBUTES or name in ("data", "data_base64"):
@@ -414,6 +414,7 @@ def _check_attribute_map(attributes: Mapping[str, Any], require_time: bool = Tru
             raise InvalidEvent(
                 f"extension name {name!r} must be 1-20 lowercase letters or digits", name
             )
+    return time
 
 
 def _binary_attributes(headers: Mapping[str, str]) -> dict[str, str]:
@@ -451,10 +452,13 @@ def _load_json(body: bytes) -> Any:
         raise InvalidEvent(f"body is not valid JSON: {exc}", "body") from None
 
 
-def _event_from_sdk(message: ce_http.HTTPMessage, structured: bool) -> CloudEvent:
+def _event_from_sdk(message: ce_http.HTTPMessage, structured: bool, time: datetime | None = None) -> CloudEvent:
     try:
         if structured:
             return ce_http.from_structured_event(message, EVENT_FORMAT)
+        if time is not None:
+            return ce_http.from_binary(message, EVENT_FORMAT, lambda attributes, data: CloudEvent(
+                {**attributes, "time": time}, data))
         return ce_http.from_binary_event(message, EVENT_FORMAT)
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {exc}", "body") from None
@@ -494,7 +498,7 @@ def _parse_lowered(lowered: dict[str, str], body: bytes, require_time: bool = Tr
     media = _media_type(lowered)
     attributes = _binary_attributes(lowered)
     if attributes:
-        _check_attribute_map(attributes, require_time)
+        time = _check_attribute_map(attributes, require_time)
         if require_json:
             if media != JSON_CONTENT_TYPE:
                 raise InvalidEvent(
@@ -502,7 +506,12 @@ def _parse_lowered(lowered: dict[str, str], body: bytes, require_time: bool = Tr
                     "datacontenttype",
                 )
             _load_json(body)
-        return _event_from_sdk(ce_http.HTTPMessage(lowered, body), structured=False)
+        if time is None:
+            return _event_from_sdk(ce_http.HTTPMessage(lowered, body), structured=False)
+        # The contract has parsed `time` already (strict RFC 3339); the binding gets the message without it and the
+        # event factory sets the parsed value, which spares a second parse by dateutil (~10 us a request).
+        headers = {name: value for name, value in lowered.items() if name != "ce-time"}
+        return _event_from_sdk(ce_http.HTTPMessage(headers, body), structured=False, time=time)
     if media == STRUCTURED_CONTENT_TYPE:
         _structured_object(_load_json(body), "a structured event", require_time)
         return _event_from_sdk(ce_http.HTTPMessage(lowered, body), structured=True)

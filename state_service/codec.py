@@ -53,8 +53,11 @@ def as_hidden(hidden: np.ndarray, hidden_size: int) -> np.ndarray:
     array = np.asarray(hidden)
     if array.shape != (hidden_size,):
         raise InvalidStateRequest(f"hidden state must have shape ({hidden_size},), got {array.shape}")
-    with np.errstate(over="ignore"):  # overflow to inf is reported just below, as a clear error
-        converted = array.astype(_F16, copy=False)
+    if array.dtype == _F16:
+        converted = array  # the scorer hands float16 already; np.errstate alone would cost more than the check
+    else:
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below, as a clear error
+            converted = array.astype(_F16, copy=False)
     if not np.isfinite(converted).all():
         raise InvalidStateRequest("hidden state has NaN or values outside float16 range")
     return converted

@@ -98,3 +98,18 @@ def test_an_unexpected_error_is_a_500_with_an_error_id_that_is_logged(caplog: py
     body = orjson.loads(reply.body)
     assert (reply.status, body["error"]) == (500, "internal_error")
     assert any(getattr(r, "error_id", None) == body["error_id"] and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("time", ["2026-03-01T12:00:00Z", "2026-03-01T12:00:00.123456789+02:00",
+                                  "2026-03-01t12:00:00.5z"])
+def test_binary_parsing_gives_the_event_the_sdk_would(time: str) -> None:
+    """The contract hands the SDK the message without `time` and sets the time it parsed itself: same event."""
+    from functions.contract import parse_event
+
+    event = transaction_event("e-9", {"card_id": "cärd 1", "merchant_id": "m", "amount": 1.5}, time=time.upper(),
+                              partitionkey="cärd 1")
+    message = ce_http.to_binary_event(event)
+    message.headers["ce-time"] = time
+    ours = parse_event(message.headers, message.body)
+    _assert_same(ours, ce_http.from_binary_event(message))
+    assert ours.get_extension("partitionkey") == "cärd 1"  # percent-decoded by the SDK's binding
