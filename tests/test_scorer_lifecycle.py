@@ -194,3 +194,23 @@ def test_two_instances_racing_on_one_card_lose_no_update(start_scorer, valkey_se
     with ThreadPoolExecutor(8) as pool:
         seqs = [s for chunk in pool.map(send, range(8)) for s in chunk]
     assert sorted(seqs) == list(range(1, 161))
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold(monkeypatch):
+    import gc
+
+    from functions.scorer.config import ScorerConfig
+    from functions.scorer.server import tune_gc
+
+    monkeypatch.setenv("SCORER_GC_GEN0_THRESHOLD", "12345")
+    threshold = gc.get_threshold()
+    try:
+        tune_gc(ScorerConfig.from_env().gc_gen0_threshold)
+        assert gc.get_threshold()[0] == 12345
+        assert gc.get_threshold()[1:] == threshold[1:]
+        assert gc.get_freeze_count() > 0
+        tune_gc(0)  # 0: the interpreter's settings stay as they are
+        assert gc.get_threshold()[0] == 12345
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

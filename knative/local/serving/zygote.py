@@ -26,6 +26,7 @@ What a forked child must re-initialise, and how this module ensures it:
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import random
@@ -97,6 +98,9 @@ class Zygote:
             # perf.coldstart); paying it here spares every forked child. Children re-seed from os.urandom.
             numpy.random.seed(0)
         check_fork_safe()
+        # Out of the collector's reach: a child's collections would otherwise walk, and so write to, every object it
+        # shares with the zygote, turning shared pages into private copies (the gc module's advice for fork servers).
+        gc.freeze()
         return module, prepared
 
     def run(self) -> int:
