@@ -524,14 +524,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = {r["label"]: r for r in result["runs"]}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = ["naive, single events", "ours, micro-batching off", "ours, single events",
-             "ours, batch mode (64 per request)"]
-    values = [runs[n]["events_per_s"] for n in names]
-    bars = left.bar(range(len(names)), values, color=["#999999", "#8fb3d9", "#1f77b4", "#0b3d91"])
-    left.bar_label(bars, labels=[f"{v:,.0f}" for v in values])
-    left.set_xticks(range(len(names)), ["naive\n(gunicorn sync)", "ours\nno micro-batch", "ours\nsingle events",
-                                        "ours\nbatch of 64"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    bars_spec = [  # (run label, tick label, colour)
+        ("naive, single events", "naive\n(gunicorn sync,\n2 workers)", "#999999"),
+        ("ours, micro-batching off", "ours\nno micro-batch", "#8fb3d9"),
+        ("ours, single events", "ours\nsingle events", "#1f77b4"),
+        ("ours (2 workers), single events", "ours, 2 workers\nsingle events", "#1f77b4"),
+        ("ours, batch mode (64 per request)", "ours\nbatch of 64", "#0b3d91"),
+        ("ours (2 workers), batch mode (256 per request)", "ours, 2 workers\nbatch of 256", "#0b3d91"),
+    ]
+    bars_spec = [b for b in bars_spec if b[0] in runs]
+    values = [runs[name]["events_per_s"] for name, _, _ in bars_spec]
+    bars = left.bar(range(len(bars_spec)), values, color=[colour for _, _, colour in bars_spec])
+    left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
+    left.set_xticks(range(len(bars_spec)), [tick for _, tick, _ in bars_spec], fontsize=7)
     left.set_ylabel("events/s")
     left.set_title("Throughput at saturation (closed model)")
     left.set_yscale("log")
