@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,12 +73,19 @@ class OrjsonFormat(JSONFormat):
         attributes = orjson.loads(data)
         if not isinstance(attributes, dict):
             raise ValueError("a structured event must be a JSON object")
+        return self.read_object(event_factory, attributes)
+
+    def read_object(self, event_factory: EventFactory | None, obj: dict[str, Any],
+                    time: datetime | None = None) -> BaseCloudEvent:
+        """``read`` for a structured event already parsed from JSON (a batch item), with its ``time`` already
+        parsed when the caller has it. ``obj`` is not modified."""
+        attributes = dict(obj)
         if event_factory is None:
             from cloudevents.core.bindings.common import get_event_factory_for_version
 
             event_factory = get_event_factory_for_version(attributes.get("specversion", SPECVERSION))
         if "time" in attributes:
-            attributes["time"] = _sdk_time(attributes["time"])
+            attributes["time"] = time if time is not None else _sdk_time(attributes["time"])
         event_data = attributes.pop("data", None)
         if event_data is None and attributes.get("data_base64") is not None:
             event_data = base64.b64decode(attributes.pop("data_base64"))
@@ -436,13 +443,13 @@ def _media_type(headers: Mapping[str, str]) -> str:
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _structured_object(obj: Any, where: str, require_time: bool = True) -> dict[str, Any]:
+def _structured_object(obj: Any, where: str, require_time: bool = True) -> datetime | None:
+    """Raw checks of a structured event's JSON object; returns its parsed ``time``."""
     if not isinstance(obj, dict):
         raise InvalidEvent(f"{where} must be a JSON object", "body")
     if "data" in obj and "data_base64" in obj:
         raise InvalidEvent("an event may carry 'data' or 'data_base64', not both", "data_base64")
-    _check_attribute_map(obj, require_time)
-    return obj
+    return _check_attribute_map(obj, require_time)
 
 
 def _load_json(body: bytes) -> Any:
@@ -453,13 +460,18 @@ def _load_json(body: bytes) -> Any:
 
 
 def _event_from_sdk(message: ce_http.HTTPMessage, structured: bool, time: datetime | None = None) -> CloudEvent:
+    if structured:
+        return _guarded_sdk(ce_http.from_structured_event, message, EVENT_FORMAT)
+    if time is not None:
+        return _guarded_sdk(ce_http.from_binary, message, EVENT_FORMAT,
+                            lambda attributes, data: CloudEvent({**attributes, "time": time}, data))
+    return _guarded_sdk(ce_http.from_binary_event, message, EVENT_FORMAT)
+
+
+def _guarded_sdk(decode: Callable[..., BaseCloudEvent], *args: Any) -> CloudEvent:
+    """``decode(*args)``, with the SDK's own refusals as ``InvalidEvent`` (400)."""
     try:
-        if structured:
-            return ce_http.from_structured_event(message, EVENT_FORMAT)
-        if time is not None:
-            return ce_http.from_binary(message, EVENT_FORMAT, lambda attributes, data: CloudEvent(
-                {**attributes, "time": time}, data))
-        return ce_http.from_binary_event(message, EVENT_FORMAT)
+        return decode(*args)
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {exc}", "body") from None
 
@@ -545,11 +557,11 @@ def parse_http_request(headers: Mapping[str, str] | Sequence[tuple[str, str]], b
     if not isinstance(items, list) or not items:
         raise InvalidEvent("a batch must be a non-empty JSON array of structured events", "body")
     transactions = []
-    item_headers = {"content-type": STRUCTURED_CONTENT_TYPE}
     for index, item in enumerate(items):
         try:
-            _structured_object(item, "a batch item")
-            event = _event_from_sdk(ce_http.HTTPMessage(item_headers, orjson.dumps(item)), structured=True)
+            time = _structured_object(item, "a batch item")
+            # The array is parsed already: each item goes to the format as an object, not back through JSON.
+            event = _guarded_sdk(EVENT_FORMAT.read_object, None, item, time)
             transactions.append(_to_transaction(event))
         except ContractError as exc:
             raise exc.at_index(index) from None

@@ -113,3 +113,22 @@ def test_binary_parsing_gives_the_event_the_sdk_would(time: str) -> None:
     ours = parse_event(message.headers, message.body)
     _assert_same(ours, ce_http.from_binary_event(message))
     assert ours.get_extension("partitionkey") == "cärd 1"  # percent-decoded by the SDK's binding
+
+
+@pytest.mark.parametrize("event", _events(), ids=lambda e: e.get_id())
+def test_reading_a_parsed_object_gives_the_event_the_sdk_reads_from_json(event: CloudEvent) -> None:
+    message = ce_http.to_structured_event(event)
+    obj = orjson.loads(message.body)
+    before = dict(obj)
+    _assert_same(EVENT_FORMAT.read_object(None, obj), ce_http.from_structured_event(message))
+    assert obj == before  # the caller's object is left as it was
+
+
+def test_a_batch_gives_the_transactions_its_items_give_one_by_one() -> None:
+    from functions.contract import BATCH_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE, parse_http_request
+
+    events = [e for e in _events() if e.get_type() == "dev.hiddenstate.transaction"]
+    items = [structured_json(e) for e in events]
+    batch = parse_http_request({"content-type": BATCH_CONTENT_TYPE}, orjson.dumps(items))
+    one_by_one = [parse_http_request({"content-type": STRUCTURED_CONTENT_TYPE}, orjson.dumps(i))[0] for i in items]
+    assert batch == one_by_one
