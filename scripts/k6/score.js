@@ -1,13 +1,9 @@
-// Load the scorer with transaction CloudEvents in binary mode (or CloudEvents batches), from a generated stream.
-//
-// Events come from a JSONL file written by `hiddenstate generate` (one structured CloudEvent per line, per-card
-// sequences in time order). Cards are hashed into one slice per VU and each VU walks only its own slice, so every
-// card's events are sent in order by a single VU, one request at a time. Event ids get a run id and a loop
-// counter appended, so a repeated run (or a VU wrapping round its slice) sends new events, not redeliveries.
+// Load the scorer with transaction CloudEvents in binary mode (or CloudEvents batches), from a generated stream
+// (lib/transactions.js: per-card slices, one per VU, so every card's events go in order; run-unique event ids).
 //
 // Environment (`k6 run -e NAME=value scripts/k6/score.js`):
 //   TARGET_URL    scorer URL to POST to (default http://127.0.0.1:8080/)
-//   EVENTS_FILE   the JSONL stream; a relative path is resolved from this script's folder (required)
+//   EVENTS_FILE   the JSONL stream, best given as an absolute path (required)
 //   MAX_EVENTS    read at most this many transactions from the file (default: all)
 //   SCENARIO      closed: constant-vus (VUS, DURATION); open: constant-arrival-rate (RATE, DURATION)
 //   VUS           closed model: virtual users (default 32)
@@ -19,12 +15,12 @@
 //   P99_MS        threshold on the p99 request duration in ms (default 5, the goal at 1000 events/s)
 //   SUMMARY_FILE  handleSummary writes the end-of-test summary JSON here
 import http from 'k6/http';
-import { SharedArray } from 'k6/data';
 import { Counter } from 'k6/metrics';
+import {
+  TRANSACTION_TYPE, binaryHeaders, loadTransactions, metricLine, nextEvents, runInfo,
+} from './lib/transactions.js';
 
 const TARGET_URL = __ENV.TARGET_URL || 'http://127.0.0.1:8080/';
-const EVENTS_FILE = __ENV.EVENTS_FILE;
-const MAX_EVENTS = parseInt(__ENV.MAX_EVENTS || '0', 10);
 const SCENARIO = __ENV.SCENARIO || 'closed';
 const VUS = parseInt(__ENV.VUS || '32', 10);
 const RATE = parseInt(__ENV.RATE || '500', 10);
@@ -32,60 +28,13 @@ const PRE_VUS = parseInt(__ENV.PRE_VUS || '20', 10);
 const MAX_VUS = parseInt(__ENV.MAX_VUS || '200', 10);
 const DURATION = __ENV.DURATION || '10s';
 const BATCH = parseInt(__ENV.BATCH || '0', 10);
-const TRANSACTION_TYPE = 'dev.hiddenstate.transaction';
 
-if (!EVENTS_FILE) {
-  throw new Error('EVENTS_FILE is not set: generate one with `hiddenstate generate --out events.jsonl`');
-}
 if (SCENARIO !== 'closed' && SCENARIO !== 'open') {
   throw new Error(`SCENARIO must be closed or open, got ${SCENARIO}`);
 }
 
 // Every VU id the scenario can use gets its own slice of cards.
-const SLICES = SCENARIO === 'open' ? MAX_VUS : VUS;
-
-function fnv1a(text) {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
-}
-
-// Element 0 is the index ({starts, lengths} per VU); events follow, grouped by slice, in file order within a
-// slice. One SharedArray keeps one copy for all VUs and parses only the element a VU touches.
-const stream = new SharedArray('score-events', function () {
-  const bySlice = Array.from({ length: SLICES }, () => []);
-  let kept = 0;
-  for (const line of open(EVENTS_FILE).split('\n')) {
-    if (!line.trim()) continue;
-    const event = JSON.parse(line);
-    if (event.type !== TRANSACTION_TYPE) continue; // a stream written with --labels also holds label events
-    bySlice[fnv1a(event.data.card_id) % SLICES].push({
-      id: event.id,
-      source: event.source,
-      time: event.time,
-      partitionkey: event.partitionkey || event.data.card_id,
-      data: JSON.stringify(event.data),
-    });
-    kept += 1;
-    if (MAX_EVENTS > 0 && kept >= MAX_EVENTS) break;
-  }
-  const slices = bySlice.filter((s) => s.length > 0);
-  if (slices.length === 0) throw new Error(`${EVENTS_FILE} holds no ${TRANSACTION_TYPE} events`);
-  // With fewer non-empty slices than VUs, some VUs share one and that slice's per-card order is lost.
-  const starts = [];
-  const lengths = [];
-  let next = 1;
-  for (const s of slices) {
-    starts.push(next);
-    lengths.push(s.length);
-    next += s.length;
-  }
-  return [{ starts, lengths, events: kept }].concat(...slices);
-});
-const index = stream[0];
+const stream = loadTransactions(SCENARIO === 'open' ? MAX_VUS : VUS);
 
 const eventsSent = new Counter('events_sent');
 const eventsScored = new Counter('events_scored');
@@ -114,38 +63,11 @@ export const options = {
 };
 
 export function setup() {
-  return { runId: __ENV.RUN_ID || String(Date.now()), events: index.events, slices: index.starts.length };
-}
-
-// Per-VU walk position (module state is per VU).
-let position = 0;
-
-function nextEvents(count, runId) {
-  const slice = (__VU - 1) % index.starts.length;
-  const start = index.starts[slice];
-  const length = index.lengths[slice];
-  const out = [];
-  for (let k = 0; k < count; k++) {
-    const e = stream[start + (position % length)];
-    out.push(Object.assign({}, e, { id: `${e.id}-${runId}-${Math.floor(position / length)}` }));
-    position += 1;
-  }
-  return out;
+  return runInfo(stream);
 }
 
 function binaryRequest(e) {
-  return http.post(TARGET_URL, e.data, {
-    headers: {
-      'content-type': 'application/json',
-      'ce-specversion': '1.0',
-      'ce-type': TRANSACTION_TYPE,
-      'ce-id': e.id,
-      'ce-source': e.source,
-      'ce-time': e.time,
-      'ce-partitionkey': e.partitionkey,
-    },
-    tags: { mode: 'binary' },
-  });
+  return http.post(TARGET_URL, e.data, { headers: binaryHeaders(e), tags: { mode: 'binary' } });
 }
 
 function structured(e) {
@@ -166,7 +88,7 @@ function batchRequest(events) {
 
 export default function (data) {
   const count = BATCH > 1 ? BATCH : 1;
-  const events = nextEvents(count, data.runId);
+  const events = nextEvents(stream, count, data.runId);
   const response = count > 1 ? batchRequest(events) : binaryRequest(events[0]);
   eventsSent.add(count);
   if (response.status === 200) {
@@ -174,15 +96,6 @@ export default function (data) {
   } else {
     eventsFailed.add(count);
   }
-}
-
-function metricLine(data, name) {
-  const m = data.metrics[name];
-  if (!m) return `${name}: none`;
-  const v = m.values;
-  if (m.type === 'counter') return `${name}: ${v.count} (${v.rate.toFixed(1)}/s)`;
-  if (m.type === 'rate') return `${name}: ${(100 * v.rate).toFixed(2)}% (${v.passes} of ${v.passes + v.fails})`;
-  return `${name}: p50 ${v['p(50)'].toFixed(2)} ms, p99 ${v['p(99)'].toFixed(2)} ms, max ${v.max.toFixed(2)} ms`;
 }
 
 export function handleSummary(data) {
