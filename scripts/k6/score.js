@@ -67,7 +67,7 @@ export function setup() {
 }
 
 function binaryRequest(e) {
-  return http.post(TARGET_URL, e.data, { headers: binaryHeaders(e), tags: { mode: 'binary' } });
+  return http.post(TARGET_URL, e.data, { headers: binaryHeaders(e) });
 }
 
 function structured(e) {
@@ -82,7 +82,6 @@ function structured(e) {
 function batchRequest(events) {
   return http.post(TARGET_URL, `[${events.map(structured).join(',')}]`, {
     headers: { 'content-type': 'application/cloudevents-batch+json' },
-    tags: { mode: 'batch' },
   });
 }
 
