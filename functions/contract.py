@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pycountry
@@ -596,6 +597,51 @@ def score_event(score: Score, *, source: str, time: datetime) -> CloudEvent:
         },
         score.data(),
     )
+
+
+class ScoreReplies:
+    """Score replies for one ``source``, written straight from ``Score`` values.
+
+    They are the events ``score_event`` builds, written as ``binary_message`` and ``batch_body`` write them (tested
+    equal to the SDK's output, percent-coding included), without a CloudEvent object per reply: building and
+    validating one and then percent-coding all its headers was a sixth of the scorer's GIL time per single event.
+    What varies per reply is the id, the subject and the data; the rest is coded once.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._source_header = header_value(source)
+
+    def binary(self, score: Score, time: datetime) -> tuple[list[tuple[str, str]], bytes]:
+        """Headers and body of the reply in binary mode."""
+        headers = [
+            ("ce-id", header_value(f"score-{score.transaction_id}")),
+            ("ce-source", self._source_header),
+            ("ce-type", SCORE_TYPE),
+            ("ce-specversion", SPECVERSION),
+            ("ce-time", format_time(time)),
+            ("content-type", JSON_CONTENT_TYPE),
+            ("ce-subject", header_value(score.card_id)),
+        ]
+        return headers, orjson.dumps(score.data())
+
+    def batch(self, scores: Sequence[Score], time: datetime) -> bytes:
+        """A batch-mode body: the replies as structured events in one JSON array, in the order of ``scores``."""
+        stamp = format_time(time)
+        return orjson.dumps([
+            {"id": f"score-{s.transaction_id}", "source": self.source, "type": SCORE_TYPE, "specversion": SPECVERSION,
+             "time": stamp, "datacontenttype": JSON_CONTENT_TYPE, "subject": s.card_id, "data": s.data()}
+            for s in scores
+        ])
+
+
+# The HTTP binding's rule (CloudEvents HTTP binding 3.1.3.2): printable ASCII except space, '"' and '%' go as is.
+_HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+
+
+def header_value(text: str) -> str:
+    """An attribute value as a binary-mode header carries it, percent-coded as the SDK codes it."""
+    return quote(text, safe=_HEADER_SAFE)
 
 
 def label_event(label: Label, *, source: str = "/hiddenstate/labels") -> CloudEvent:

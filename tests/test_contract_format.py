@@ -15,6 +15,7 @@ from functions.contract import (
     EVENT_FORMAT,
     InvalidData,
     Score,
+    ScoreReplies,
     batch_body,
     binary_message,
     score_event,
@@ -132,3 +133,30 @@ def test_a_batch_gives_the_transactions_its_items_give_one_by_one() -> None:
     batch = parse_http_request({"content-type": BATCH_CONTENT_TYPE}, orjson.dumps(items))
     one_by_one = [parse_http_request({"content-type": STRUCTURED_CONTENT_TYPE}, orjson.dumps(i))[0] for i in items]
     assert batch == one_by_one
+
+
+_ODD_SCORES = [
+    Score("e-1", "c", "m", 0.25, "fraud-gru@v3", 3, 9, False),
+    # ids and subjects that need percent-coding in a header: space, quote, percent, non-ASCII, control
+    Score('tx 1%"é\t', "cärd/1 x", "m", 1.0, "fraud-gru@v3", 1, 1, True),
+    Score("a:b+c/d?e=f&g", "card-%41", "m", 0.0, "m@1", 0, 7, False),
+]
+
+
+@pytest.mark.parametrize("score", _ODD_SCORES)
+def test_a_binary_reply_is_what_the_sdk_writes_for_the_score_event(score: Score) -> None:
+    headers, body = ScoreReplies("/knative/s/r 1").binary(score, NOW)
+    sdk = binary_message(score_event(score, source="/knative/s/r 1", time=NOW))
+    assert dict(headers) == dict(sdk.headers)
+    assert len(headers) == len(sdk.headers)
+    assert body == sdk.body
+    read = ce_http.from_binary(ce_http.HTTPMessage(dict(headers), body), EVENT_FORMAT)
+    assert read.get_id() == f"score-{score.transaction_id}"
+    assert read.get_attributes()["subject"] == score.card_id
+
+
+def test_a_batch_reply_is_what_the_sdk_writes_for_the_score_events() -> None:
+    body = ScoreReplies("/knative/s/r").batch(_ODD_SCORES, NOW)
+    sdk = batch_body([score_event(s, source="/knative/s/r", time=NOW) for s in _ODD_SCORES])
+    assert body == sdk
+    assert [item["data"]["transaction_id"] for item in orjson.loads(body)] == [s.transaction_id for s in _ODD_SCORES]

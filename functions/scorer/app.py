@@ -21,11 +21,9 @@ from functions.contract import (
     MAX_BODY_BYTES,
     LowerCaseHeaders,
     PayloadTooLarge,
-    batch_body,
-    binary_message,
+    ScoreReplies,
     is_batch_request,
     parse_http_request,
-    score_event,
 )
 from functions.scorer.errors import error_reply, json_error, register_error_handlers
 from functions.scorer.service import ScorerService
@@ -76,7 +74,7 @@ class ScoringRoute:
     def __init__(self, service: ScorerService, fallback: WSGIApp) -> None:
         self.service = service
         self.fallback = fallback
-        self.source = service.config.source
+        self.replies = ScoreReplies(service.config.source)
         self.retry_after_s = service.config.retry_after_s
         self.outcomes = {name: service.metrics.requests.labels(name)
                          for name in ("scored", "invalid", "unavailable", "conflict", "error")}
@@ -102,13 +100,12 @@ class ScoringRoute:
         with service.metrics.in_flight.track_inprogress():
             scores = service.score(transactions)
         now = datetime.now(UTC)
-        events = [score_event(s, source=self.source, time=now) for s in scores]
         self.outcomes["scored"].inc()
         service.mark_reply()
         if is_batch_request(headers):
-            return 200, [("Content-Type", BATCH_CONTENT_TYPE)], batch_body(events)
-        message = binary_message(events[0])
-        return 200, list(message.headers.items()), message.body
+            return 200, [("Content-Type", BATCH_CONTENT_TYPE)], self.replies.batch(scores, now)
+        reply_headers, body = self.replies.binary(scores[0], now)
+        return 200, reply_headers, body
 
 
 def request_headers(environ: dict[str, Any]) -> LowerCaseHeaders:
