@@ -140,20 +140,22 @@ def unpack_contexts(blobs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return channel, country
 
 
+# Both encoders write float64 results column by column into a float32 matrix (the same cast as ``astype``) rather
+# than stacking float64 columns and converting the stack: at the scorer's batches of 1-30 events every numpy call
+# costs microseconds whatever its size, and the encoder ran on the request path of every micro-batch.
+
+
 def _entity_numeric(events: EventColumns, ctx: EntityContext, log_amount: np.ndarray) -> np.ndarray:
     # Events may arrive out of order (Knative's default broker does not order): a negative gap counts as zero.
-    gap = np.where(ctx.seen, np.maximum(events.time_s - ctx.last_time_s, 0.0), 0.0)
     seen = ctx.seen
-    return np.stack(
-        [
-            np.log1p(gap / 60.0) / 8.0,  # minutes, log-scaled: bursts live in minutes, habits in days
-            (~seen).astype(np.float64),
-            (seen & (events.channel != ctx.last_channel)).astype(np.float64),
-            (seen & (events.country != ctx.last_country)).astype(np.float64),
-            log_amount,
-        ],
-        axis=1,
-    )
+    out = np.empty((len(seen), 5), np.float32)
+    # the gap in minutes, log-scaled: bursts live in minutes, habits in days
+    out[:, 0] = np.log1p(np.where(seen, np.maximum(events.time_s - ctx.last_time_s, 0.0), 0.0) / 60.0) / 8.0
+    out[:, 1] = ~seen
+    out[:, 2] = seen & (events.channel != ctx.last_channel)
+    out[:, 3] = seen & (events.country != ctx.last_country)
+    out[:, 4] = log_amount
+    return out
 
 
 def encode_features(
@@ -161,21 +163,22 @@ def encode_features(
 ) -> Features:
     """Encode a batch. Pure: the same inputs always give the same features."""
     log_amount = np.log1p(events.amount) / 5.0
-    seconds_of_day = np.mod(events.time_s, SECONDS_PER_DAY)
-    hour_angle = 2 * np.pi * seconds_of_day / SECONDS_PER_DAY
+    hour_angle = 2 * np.pi * np.mod(events.time_s, SECONDS_PER_DAY) / SECONDS_PER_DAY
     day_angle = 2 * np.pi * np.mod(np.floor(events.time_s / SECONDS_PER_DAY) + 3, 7) / 7  # 1970-01-01 was a Thursday
+    event_numeric = np.empty((len(events), 6), np.float32)
+    event_numeric[:, 0] = log_amount
     # Log scale for the spread of everyday amounts, linear scale so that large amounts stand out: on the log scale
     # 200 and 220 differ by 0.02, too little for the head to draw a sharp line there.
-    amount_100 = np.minimum(events.amount / 100.0, 50.0)
-    event_numeric = np.stack(
-        [log_amount, amount_100, np.sin(hour_angle), np.cos(hour_angle), np.sin(day_angle), np.cos(day_angle)], axis=1
-    )
+    event_numeric[:, 1] = np.minimum(events.amount / 100.0, 50.0)
+    event_numeric[:, 2], event_numeric[:, 3] = np.sin(hour_angle), np.cos(hour_angle)
+    event_numeric[:, 4], event_numeric[:, 5] = np.sin(day_angle), np.cos(day_angle)
     mcc_bucket = np.where(events.mcc < 0, 0, 1 + np.mod(events.mcc, spec.mcc_buckets - 1))
     return Features(
-        event_numeric=torch.from_numpy(event_numeric.astype(np.float32)),
+        event_numeric=torch.from_numpy(event_numeric),
         channel=torch.from_numpy(events.channel),
-        mcc=torch.from_numpy(mcc_bucket.astype(np.int64)),
-        country=torch.from_numpy(np.clip(events.country, 0, spec.country_buckets - 1)),
-        card_numeric=torch.from_numpy(_entity_numeric(events, card, log_amount).astype(np.float32)),
-        merchant_numeric=torch.from_numpy(_entity_numeric(events, merchant, log_amount).astype(np.float32)),
+        mcc=torch.from_numpy(mcc_bucket),
+        # country_code() is never negative; np.clip costs ~10x np.minimum on small arrays
+        country=torch.from_numpy(np.minimum(events.country, spec.country_buckets - 1)),
+        card_numeric=torch.from_numpy(_entity_numeric(events, card, log_amount)),
+        merchant_numeric=torch.from_numpy(_entity_numeric(events, merchant, log_amount)),
     )

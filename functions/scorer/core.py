@@ -157,7 +157,8 @@ class ScoringCore:
     def _fold(self, entities: list[_Entity], slots: list[tuple[int, int]], events: EventColumns,
               stats: BatchStats) -> _Fold:
         n = len(slots)
-        rounds = np.array(_entity_rounds(slots), np.int64)
+        rounds = _entity_rounds(slots)
+        last_round = max(rounds, default=-1)
         slot_of = np.array(slots, np.int64).reshape(n, 2)
         channel, country = unpack_contexts([e.state.context for e in entities])
         fold = _Fold(
@@ -171,10 +172,14 @@ class ScoringCore:
         )
         skips = [(slot, i) for slot, e in enumerate(entities) if e.applied_before for i in e.applied_before]
         started = time.perf_counter()
-        for r in range(int(rounds.max()) + 1 if n else 0):
-            rows = np.flatnonzero(rounds == r)
+        everything = np.arange(n)
+        by_round = np.array(rounds, np.int64) if last_round > 0 else everything
+        for r in range(last_round + 1):
+            # Most batches are one round (no entity twice) with no redelivery: they skip the selections below,
+            # which at the scorer's small batches cost more than the arithmetic.
+            rows = everything if last_round == 0 else np.flatnonzero(by_round == r)
             stats.rounds += 1
-            batch = events.take(rows)
+            batch = events if last_round == 0 else events.take(rows)
             card_slots, merchant_slots = slot_of[rows, 0], slot_of[rows, 1]
             features = encode_features(
                 batch, fold.context(card_slots), fold.context(merchant_slots), self.predictor.spec
@@ -187,10 +192,12 @@ class ScoringCore:
             for entity_slots, new_states, seq_out in ((card_slots, step.card_states, fold.card_seq),
                                                       (merchant_slots, step.merchant_states, fold.merchant_seq)):
                 # An entity that absorbed this event before (a redelivery) keeps its state and reports its old seq.
-                absorbs = np.ones(len(rows), bool)
+                absorbs = slice(None)
                 for slot, i in skips:
                     hit = np.flatnonzero((rows == i) & (entity_slots == slot))
                     if hit.size:
+                        if isinstance(absorbs, slice):
+                            absorbs = np.ones(len(rows), bool)
                         absorbs[hit] = False
                         seq_out[i] = entities[slot].applied_before[i][1]
                 write = entity_slots[absorbs]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from functions.model import FraudGRU, round_state
+from functions.model.gru import cell_step
 from functions.trainer.stream import StreamData
 
 
@@ -44,7 +45,7 @@ def _advance(
     for rank in range(int(ranks.max()) + 1 if len(ranks) else 0):
         rows = np.flatnonzero(ranks == rank)
         slots = torch.from_numpy(local[rows])
-        new = cell(inputs[torch.from_numpy(rows)], states[slots])
+        new = cell_step(cell, inputs[torch.from_numpy(rows)], states[slots])
         # The next event reads what storage would hold: the float16-rounded state.
         states = states.index_copy(0, slots, round_state(new))
         order_parts.append(rows)
