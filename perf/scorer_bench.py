@@ -360,8 +360,7 @@ def start_servers(valkey_url: str, model_uri: str, log_dir: Path) -> dict[str, S
 
 def measure(server: ServerProcess, valkey: ValkeyServer, events_file: Path, load: Load, duration_s: float,
             work_dir: Path) -> Measured:
-    # /metrics answers from whichever worker takes the scrape, so only single-worker servers give batch sizes.
-    ours = server.name.startswith("ours") and "workers" not in server.name
+    ours = server.name.startswith("ours")  # the scorer's /metrics sums its workers, so every row of ours has them
     buckets_before = batch_size_buckets(server.url) if ours else {}
     cpu_before, valkey_before = server.cpu_seconds(), process_tree_cpu_seconds(valkey.pid or 0)
     summary = run_k6(server.url, events_file, load, duration_s, work_dir / f"k6-{uuid.uuid4().hex[:6]}.json")

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import requests
 import torch
@@ -214,3 +215,30 @@ def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold(monkeyp
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def _metric_values(url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return {tuple(sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples if s.name == name}
+
+
+def test_metrics_of_a_two_worker_instance_count_both_workers(start_scorer, valkey_server: ValkeyServer):
+    scorer = start_scorer({"VALKEY_URL": valkey_server.url, "SCORER_WORKERS": "2"})
+    sent = 60
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda _: _post(scorer.url, _message()).status_code, range(sent)))
+    assert statuses == [200] * sent
+    # Each scrape lands on either worker; every one must report the instance's totals, not one worker's share.
+    for _ in range(6):
+        assert _metric_values(scorer.url, "scorer_events_total") == {(): sent}
+        assert _metric_values(scorer.url, "scorer_requests_total")[(("outcome", "scored"),)] == sent
+        assert sum(_metric_values(scorer.url, "scorer_batch_size_count").values()) >= 1
+        assert _metric_values(scorer.url, "hiddenstate_state_updates_total")[(("outcome", "applied"),)] >= sent
+    serving = next(orjson.loads(line) for line in scorer.log().splitlines() if '"serving"' in line)
+    metrics_dir = Path(serving["metrics_dir"])
+    assert any(metrics_dir.iterdir())
+    assert scorer.stop() == 0
+    assert not metrics_dir.exists()  # the instance made it, the instance removes it

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from functions.contract import (
     BATCH_CONTENT_TYPE,
@@ -26,6 +26,7 @@ from functions.contract import (
     parse_http_request,
 )
 from functions.scorer.errors import error_reply, json_error, register_error_handlers
+from functions.scorer.metrics import exposition
 from functions.scorer.service import ScorerService
 
 StartResponse = Callable[..., Any]
@@ -63,7 +64,7 @@ def create_app(service: ScorerService) -> Flask:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), 200, mimetype=CONTENT_TYPE_LATEST)
+        return Response(exposition(service.metrics.registry), 200, mimetype=CONTENT_TYPE_LATEST)
 
     return app
 

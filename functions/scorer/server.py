@@ -10,11 +10,15 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import random
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from functions.logs import configure_logging
 from functions.scorer.config import ScorerConfig
+from functions.scorer.metrics import MULTIPROC_ENV
 from functions.scorer.phases import mark_phase
 
 log = logging.getLogger("functions.scorer")
@@ -24,6 +28,7 @@ log = logging.getLogger("functions.scorer")
 class Prepared:
     config: ScorerConfig
     predictor: object  # functions.model.package.Predictor, or None without MODEL_URI
+    metrics_dir: Path | None = None  # multiprocess metrics files, created by prefork and removed after serving
 
 
 def prefork(config: ScorerConfig | None = None) -> Prepared:
@@ -33,10 +38,18 @@ def prefork(config: ScorerConfig | None = None) -> Prepared:
     import granian.server  # noqa: F401 - the server module too: ~14 ms a forked instance no longer pays
     import torch  # the bulk of a fresh start: about 2 s and 270 MB
 
+    config = config or ScorerConfig.from_env()
+    metrics_dir = None
+    if config.workers > 1:
+        # Before the modules that define metrics are imported: their values must live in the shared files.
+        from functions.scorer.metrics import use_multiprocess_metrics
+
+        directory, created = use_multiprocess_metrics()
+        metrics_dir = directory if created else None
+
     from functions.model.package import compile_step, load_predictor, warm_up
     from functions.scorer import app, service  # noqa: F401 - imported here so forked instances inherit them
 
-    config = config or ScorerConfig.from_env()
     # One intra-op thread, set before the pool starts: forking after a multi-threaded pool has started deadlocks.
     torch.set_num_threads(config.torch_threads)
     mark_phase("imports")
@@ -53,7 +66,7 @@ def prefork(config: ScorerConfig | None = None) -> Prepared:
         log.info("model loaded", extra={"model": predictor.namespace, "timings": predictor.timings})
     else:
         log.warning("MODEL_URI is not set: readiness stays false and requests get 503")
-    return Prepared(config, predictor)
+    return Prepared(config, predictor, metrics_dir)
 
 
 def build_service(prepared: Prepared):  # noqa: ANN201 - ScorerService, imported late to keep prefork lean
@@ -96,7 +109,9 @@ def serve(prepared: Prepared) -> int:
     from functions.scorer.app import create_app
 
     config = ScorerConfig.from_env()
-    prepared = Prepared(config, prepared.predictor)
+    prepared = Prepared(config, prepared.predictor, prepared.metrics_dir)
+    if config.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        log.warning("SCORER_WORKERS > 1 in an instance prepared for one worker: /metrics shows one worker's values")
     # granian forks its worker from this process: the loaded model is inherited, not reloaded.
     multiprocessing.set_start_method("fork", force=True)
 
@@ -115,6 +130,11 @@ def serve(prepared: Prepared) -> int:
         backlog=2048,
         log_enabled=False,
     )
-    log.info("serving", extra={"port": config.port, "workers": config.workers, "threads": config.http_threads})
-    server.serve(target_loader=load_app)
+    log.info("serving", extra={"port": config.port, "workers": config.workers, "threads": config.http_threads,
+                               "metrics_dir": os.environ.get(MULTIPROC_ENV)})
+    try:
+        server.serve(target_loader=load_app)
+    finally:
+        if prepared.metrics_dir is not None:
+            shutil.rmtree(prepared.metrics_dir, ignore_errors=True)
     return 0
