@@ -38,10 +38,11 @@ from valkey.retry import Retry
 from state_service import metrics
 from state_service.codec import (
     EntityState,
+    InvalidEntry,
     decode_applied,
     decode_state,
     encode_applied,
-    encode_state,
+    encode_states,
     event_digest,
 )
 from state_service.errors import (
@@ -231,8 +232,16 @@ class StateStore:
         keys: list[str] = []
         args: list[bytes | int | str] = [(bucket + 2) * self.dedupe_window_s, self.idle_ttl_s * 1000]
         for update in updates:
+            _check_update(update)
+        try:
+            values = encode_states([u.expected_version + len(u.events) for u in updates],
+                                   [u.last_event_time for u in updates], [u.hidden for u in updates],
+                                   [u.context for u in updates], self.hidden_size)
+        except InvalidEntry as error:
+            raise InvalidStateRequest(f"{updates[error.index].key}: {error}") from None
+        for update, value in zip(updates, values, strict=True):
             keys += [update.key.state_key, update.key.dedupe_key(bucket), update.key.dedupe_key(bucket - 1)]
-            args += _update_args(update, self.hidden_size)
+            args += _update_args(update, value)
         try:
             with self._calling("compare_and_set_many"):
                 replies = self._client.fcall(CAS_FUNCTION, len(keys), *keys, *args)
@@ -385,21 +394,18 @@ class StateStore:
             metrics.CALL_SECONDS.labels(op).observe(time.perf_counter() - started)
 
 
-def _update_args(update: StateUpdate, hidden_size: int) -> list[bytes | int]:
+def _check_update(update: StateUpdate) -> None:
     if not update.events:
         raise InvalidStateRequest(f"{update.key}: an update must carry at least one event")
     if len(update.events) > MAX_EVENTS_PER_UPDATE:
         raise InvalidStateRequest(f"{update.key}: at most {MAX_EVENTS_PER_UPDATE} events per update")
     if update.expected_version < 0:
         raise InvalidStateRequest(f"{update.key}: expected_version must be >= 0")
-    event_keys = [e.event_key for e in update.events]
-    if len(set(event_keys)) != len(event_keys):
+    if len(update.events) > 1 and len({e.event_key for e in update.events}) != len(update.events):
         raise InvalidStateRequest(f"{update.key}: an update lists the same event twice")
-    version = update.expected_version + len(update.events)
-    try:
-        value = encode_state(version, update.last_event_time, update.hidden, update.context, hidden_size)
-    except InvalidStateRequest as error:
-        raise InvalidStateRequest(f"{update.key}: {error}") from None
+
+
+def _update_args(update: StateUpdate, value: bytes) -> list[bytes | int]:
     args: list[bytes | int] = [update.expected_version, len(update.events), value]
     for offset, event in enumerate(update.events, start=1):
         args += [event_digest(event.event_key), encode_applied(update.expected_version + offset, event.receipt)]

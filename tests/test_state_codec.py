@@ -8,10 +8,12 @@ import pytest
 from state_service.codec import (
     HEADER_SIZE,
     EntityState,
+    InvalidEntry,
     decode_applied,
     decode_state,
     encode_applied,
     encode_state,
+    encode_states,
     event_digest,
 )
 from state_service.errors import InvalidStateRequest, StateCorrupt
@@ -130,6 +132,27 @@ def test_values_the_layout_cannot_hold_are_refused(bad: dict) -> None:
     args = {"version": 1, "last_event_time": 1.0, "hidden": np.zeros(64), "context": b""} | bad
     with pytest.raises(InvalidStateRequest):
         encode_state(args["version"], args["last_event_time"], args["hidden"], args["context"], 64)
+
+
+def test_a_batch_encodes_each_state_as_it_would_alone() -> None:
+    rng = np.random.default_rng(3)
+    hidden = [rng.normal(size=64).astype(np.float32), rng.normal(size=64).astype(np.float16), np.zeros(64)]
+    args = ([1, 7, 2**40 - 1], [0.0, 1_767_225_600.001, 2.5], hidden, [b"", b"\x01PT", b"c" * 8])
+    alone = [encode_state(v, t, h, c, 64) for v, t, h, c in zip(*args, strict=True)]
+    assert encode_states(*args, 64) == alone
+    for raw, h in zip(alone, hidden, strict=True):
+        np.testing.assert_array_equal(decode_state("k", raw, 64).hidden, np.asarray(h).astype(np.float16))
+    assert encode_states([], [], [], [], 64) == []
+
+
+@pytest.mark.parametrize(("index", "bad"), [(2, {"hidden": np.full(64, np.inf)}), (1, {"hidden": np.zeros(8)}),
+                                            (2, {"version": 0}), (1, {"context": b"123456789"})])
+def test_a_batch_names_the_first_entry_it_cannot_encode(index: int, bad: dict) -> None:
+    rows = [{"version": 1, "last_event_time": 1.0, "hidden": np.zeros(64), "context": b""} for _ in range(4)]
+    rows[index] |= bad
+    with pytest.raises(InvalidEntry) as caught:
+        encode_states(*([r[f] for r in rows] for f in ("version", "last_event_time", "hidden", "context")), 64)
+    assert caught.value.index == index
 
 
 def test_event_digest_is_16_bytes_and_distinguishes_source_from_id() -> None:
