@@ -41,6 +41,7 @@ from state_service.codec import (
     InvalidEntry,
     decode_applied,
     decode_state,
+    decode_states,
     encode_applied,
     encode_states,
     event_digest,
@@ -213,7 +214,11 @@ class StateStore:
             return []
         with self._calling("read_many"):
             raws = self._client.mget([k.state_key for k in keys])
-        return [self._decode(key, raw) for key, raw in zip(keys, raws, strict=True)]
+        try:
+            return decode_states([k.state_key for k in keys], raws, self.hidden_size)
+        except StateCorrupt as error:
+            entity = next(str(k) for k in keys if k.state_key == error.key)
+            raise StateCorrupt(error.key, error.detail, entity=entity) from None
 
     def _decode(self, key: EntityKey, raw: bytes | None) -> EntityState:
         try:

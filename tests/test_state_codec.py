@@ -11,6 +11,7 @@ from state_service.codec import (
     InvalidEntry,
     decode_applied,
     decode_state,
+    decode_states,
     encode_applied,
     encode_state,
     encode_states,
@@ -143,6 +144,24 @@ def test_a_batch_encodes_each_state_as_it_would_alone() -> None:
     for raw, h in zip(alone, hidden, strict=True):
         np.testing.assert_array_equal(decode_state("k", raw, 64).hidden, np.asarray(h).astype(np.float16))
     assert encode_states([], [], [], [], 64) == []
+
+
+def test_a_batch_decodes_each_value_as_it_would_alone() -> None:
+    rng = np.random.default_rng(5)
+    raws = [encode_state(3, 12.5, rng.normal(size=64), b"\x01PT", 64), None,
+            encode_state(2**40 - 1, 0.0, np.zeros(64), b"c" * 8, 64)]
+    keys = ["a", "b", "c"]
+    batch = decode_states(keys, raws, 64)
+    for state, key, raw in zip(batch, keys, raws, strict=True):
+        alone = decode_state(key, raw, 64)
+        assert (state.version, state.last_event_time, state.context) == (alone.version, alone.last_event_time,
+                                                                         alone.context)
+        assert state.hidden.dtype == np.float16 and state.hidden.shape == (64,)
+        np.testing.assert_array_equal(state.hidden, alone.hidden)
+    assert batch[1].version == 0 and not batch[1].hidden.any()
+    with pytest.raises(StateCorrupt) as caught:
+        decode_states(keys, [raws[0], raws[0][:-140], raws[2]], 64)
+    assert caught.value.key == "b"
 
 
 @pytest.mark.parametrize(("index", "bad"), [(2, {"hidden": np.full(64, np.inf)}), (1, {"hidden": np.zeros(8)}),
