@@ -102,9 +102,9 @@ class _TensorStep(torch.nn.Module):
 
 
 def compile_step(model: FraudGRU) -> Callable[[torch.Tensor, torch.Tensor, Features], StepResult]:
-    """The same pure step, traced and frozen by TorchScript: about half the per-call overhead of eager mode at the
-    scorer's small batch sizes (each of its ~15 ops costs microseconds of Python dispatch). The parity test holds
-    the compiled step to the eager one."""
+    """The same pure step, traced and frozen by TorchScript: ~17 us less per call than eager mode at the scorer's
+    small batch sizes (91 against 74 us at batch 1), where each of its ~15 ops costs microseconds of Python
+    dispatch. The parity test holds the compiled step to the eager one."""
     example = _example_features(model.spec, 3)
     hidden = torch.zeros(3, model.spec.hidden_size)
     with torch.inference_mode():
