@@ -15,8 +15,9 @@ Scenarios, each a comparison measured in one run where the issue asks for one:
 - ``soak``: a moderate rate for minutes.
 
 ``all`` runs the cold-start experiments (``perf.coldstart``), the scorer benchmark (``perf.scorer_bench``: ours
-against the naive baseline, micro-batching on and off), the state benchmark (``perf.state_bench``) and every
-scenario above, in about 20 minutes. k6 shares the machine's cores with the system it loads: compare within a run.
+against the naive baseline, micro-batching on and off), the server benchmark (``perf.server_bench``: the scorer
+on granian and on gunicorn), the state benchmark (``perf.state_bench``) and every scenario above, in about 20
+minutes. k6 shares the machine's cores with the system it loads: compare within a run.
 """
 
 from __future__ import annotations
@@ -366,13 +367,14 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> None:
 
 
 def run_all(out_dir: Path = RESULTS, scale: float = 1.0) -> int:
-    """Every result of perf/results: cold starts, the scorer and state benchmarks, then each scenario."""
-    from perf import coldstart, scorer_bench, state_bench
+    """Every result of perf/results: cold starts, the scorer, server and state benchmarks, then each scenario."""
+    from perf import coldstart, scorer_bench, server_bench, state_bench
 
     started = time.monotonic()
     steps: list[tuple[str, Any]] = [
         ("coldstart", lambda: coldstart.run(out_dir=out_dir)),
         ("scorer_bench", lambda: scorer_bench.main(["--out", str(out_dir)])),
+        ("server_bench", lambda: server_bench.main(["--out", str(out_dir)])),
         ("state_bench", lambda: state_bench.main(["--out", str(out_dir)])),
         *((name, lambda s=s: run_scenario(s, out_dir)) for name, s in scenarios(scale).items()),
     ]

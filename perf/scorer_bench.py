@@ -81,15 +81,16 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: flo
 class ServerProcess:
     """One server (``python -m MODULE``) on a free port, logging to a file."""
 
-    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
+        """``python -m module *args`` on a free port (``$PORT``, and ``{port}`` in ``args``)."""
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, "PORT": str(self.port), "K_SERVICE": name, "K_REVISION": f"{name}-bench", **env}
-        self.process = subprocess.Popen([sys.executable, "-m", module], env=full_env, cwd=ROOT,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+        command = [sys.executable, "-m", module, *(a.format(port=self.port) for a in args)]
+        self.process = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 
     def cpu_seconds(self) -> float:
         return process_tree_cpu_seconds(self.process.pid)

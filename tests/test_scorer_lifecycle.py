@@ -242,3 +242,25 @@ def test_metrics_of_a_two_worker_instance_count_both_workers(start_scorer, valke
     assert any(metrics_dir.iterdir())
     assert scorer.stop() == 0
     assert not metrics_dir.exists()  # the instance made it, the instance removes it
+
+
+def test_the_wsgi_entry_point_serves_the_scorer_under_gunicorn(tmp_path: Path, model_uri: str,
+                                                               valkey_server: ValkeyServer):
+    from perf.scorer_bench import ServerProcess, wait_ready
+
+    scorer = ServerProcess("gunicorn", "gunicorn", {"MODEL_URI": model_uri, "VALKEY_URL": valkey_server.url,
+                                                    "K_SERVICE": "scorer", "K_REVISION": "scorer-00002"}, tmp_path,
+                           ("--worker-class", "gthread", "--threads", "8", "--workers", "1",
+                            "--bind", "127.0.0.1:{port}", "functions.scorer.wsgi:create()"))
+    try:
+        wait_ready(scorer.url, scorer.process)
+        card = f"card-{uuid.uuid4().hex}"
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: _post(scorer.url, _message(card)), range(8)))
+        assert [r.status_code for r in replies] == [200] * 8
+        assert {r.headers["ce-source"] for r in replies} == {"/knative/scorer/scorer-00002"}
+        assert sorted(r.json()["card_seq"] for r in replies) == list(range(1, 9))
+        bad = requests.post(scorer.url, data=b"{}", headers={"content-type": "text/plain"}, timeout=10)
+        assert bad.status_code == 400 and bad.json()["error"]
+    finally:
+        assert scorer.stop() == 0
