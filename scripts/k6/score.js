@@ -17,7 +17,7 @@
 import http from 'k6/http';
 import { Counter } from 'k6/metrics';
 import {
-  TRANSACTION_TYPE, binaryHeaders, loadTransactions, metricLine, nextEvents, runInfo,
+  TRANSACTION_TYPE, binaryHeaders, loadTransactions, metricLine, nextEvents, runInfo, vuEvents,
 } from './lib/transactions.js';
 
 const TARGET_URL = __ENV.TARGET_URL || 'http://127.0.0.1:8080/';
@@ -35,8 +35,8 @@ if (SCENARIO !== 'closed' && SCENARIO !== 'open') {
 
 // Every VU id the scenario can use gets its own slice of cards.
 const stream = loadTransactions(SCENARIO === 'open' ? MAX_VUS : VUS);
+const events = vuEvents(stream);
 
-const eventsSent = new Counter('events_sent');
 const eventsScored = new Counter('events_scored');
 const eventsFailed = new Counter('events_failed');
 
@@ -66,30 +66,29 @@ export function setup() {
   return runInfo(stream);
 }
 
-function binaryRequest(e) {
-  return http.post(TARGET_URL, e.data, { headers: binaryHeaders(e) });
+function binaryRequest({ event, id }) {
+  return http.post(TARGET_URL, event.data, { headers: binaryHeaders(event, id) });
 }
 
-function structured(e) {
+function structured({ event, id }) {
   // `data` is already JSON text: splice it in rather than parse and re-serialise it on every request.
   return (
-    `{"specversion":"1.0","type":"${TRANSACTION_TYPE}","id":${JSON.stringify(e.id)},` +
-    `"source":${JSON.stringify(e.source)},"time":"${e.time}","datacontenttype":"application/json",` +
-    `"partitionkey":${JSON.stringify(e.partitionkey)},"data":${e.data}}`
+    `{"specversion":"1.0","type":"${TRANSACTION_TYPE}","id":${JSON.stringify(id)},` +
+    `"source":${JSON.stringify(event.source)},"time":"${event.time}","datacontenttype":"application/json",` +
+    `"partitionkey":${JSON.stringify(event.partitionkey)},"data":${event.data}}`
   );
 }
 
-function batchRequest(events) {
-  return http.post(TARGET_URL, `[${events.map(structured).join(',')}]`, {
+function batchRequest(batch) {
+  return http.post(TARGET_URL, `[${batch.map(structured).join(',')}]`, {
     headers: { 'content-type': 'application/cloudevents-batch+json' },
   });
 }
 
 export default function (data) {
   const count = BATCH > 1 ? BATCH : 1;
-  const events = nextEvents(stream, count, data.runId);
-  const response = count > 1 ? batchRequest(events) : binaryRequest(events[0]);
-  eventsSent.add(count);
+  const batch = nextEvents(events, count, data.runId);
+  const response = count > 1 ? batchRequest(batch) : binaryRequest(batch[0]);
   if (response.status === 200) {
     eventsScored.add(count);
   } else {

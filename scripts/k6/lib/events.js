@@ -13,15 +13,15 @@
 //   SUMMARY_FILE    handleSummary writes the end-of-test summary JSON here
 import http from 'k6/http';
 import { Counter } from 'k6/metrics';
-import { binaryHeaders, loadTransactions, metricLine, nextEvents, runInfo } from './transactions.js';
+import { binaryHeaders, loadTransactions, metricLine, nextEvents, runInfo, vuEvents } from './transactions.js';
 
 export const TARGET_URL = __ENV.TARGET_URL || 'http://127.0.0.1:8080/';
 export const MAX_VUS = parseInt(__ENV.MAX_VUS || '200', 10);
 export const PRE_VUS = Math.min(parseInt(__ENV.PRE_VUS || '20', 10), MAX_VUS);
 
 const stream = loadTransactions(MAX_VUS);
+const events = vuEvents(stream);
 
-const eventsSent = new Counter('events_sent');
 const eventsAccepted = new Counter('events_accepted');
 const eventsFailed = new Counter('events_failed');
 
@@ -44,9 +44,8 @@ export function setupRun() {
 // One binary-mode CloudEvent. The scorer answers 200 with the score event; a broker ingress answers 202. Both count
 // as accepted.
 export function sendTransaction(data) {
-  const [e] = nextEvents(stream, 1, data.runId);
-  const response = http.post(TARGET_URL, e.data, { headers: binaryHeaders(e) });
-  eventsSent.add(1);
+  const [{ event, id }] = nextEvents(events, 1, data.runId);
+  const response = http.post(TARGET_URL, event.data, { headers: binaryHeaders(event, id) });
   if (response.status === 200 || response.status === 202) {
     eventsAccepted.add(1);
   } else {
