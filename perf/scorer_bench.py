@@ -8,7 +8,9 @@ all on one model and one fresh server. k6 (``scripts/k6/score.js``) then measure
 - batch mode (``BATCH=64`` per request) events/s, against naive single-event requests;
 - p50 and p99 at constant arrival rates of 500 and 1000 events/s, ours and naive;
 - the micro-batch size distribution during each run of ours (the ``scorer_batch_size`` histogram of ``/metrics``);
-- CPU seconds per event of each server's process tree (psutil, before and after), and of valkey-server.
+- CPU seconds per event of each server's process tree (psutil, before and after), and of valkey-server;
+- a reference: the HTTP floor (``python -m perf.baselines.http_floor``: our server settings around an app that does
+  no work), i.e. what granian and k6 alone leave of this machine for single-event requests.
 
 Goals are reported, not asserted: at least 4x naive at saturation for single events, at least 20x for batch mode
 in events/s, p99 at most 5 ms at 1000 events/s. k6 runs on the same cores as the servers and the machine is
@@ -56,6 +58,7 @@ READY_TIMEOUT_S = 120.0
 GOAL_SATURATION_RATIO = 4.0
 GOAL_BATCH_RATIO = 20.0
 GOAL_P99_MS_AT_1000 = 5.0
+HTTP_FLOOR = "HTTP floor: our server, no work (reference)"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -321,6 +324,8 @@ def plan(quick: bool) -> list[Load]:
     loads = [
         Load("ours, single events", "ours", "closed", vus=32, group="saturation"),
         Load("naive, single events", "naive", "closed", vus=32, group="saturation"),
+        # No scoring at all: the ceiling the server and k6 leave on this machine (perf/baselines/http_floor.py).
+        Load(HTTP_FLOOR, "http_floor", "closed", vus=32, group="reference"),
         Load("ours, micro-batching off", "ours_no_microbatch", "closed", vus=32, group="saturation"),
         # The naive baseline runs one gunicorn worker per core; this row gives ours the same two processes.
         Load("ours (2 workers), single events", "ours_2_workers", "closed", vus=32, group="saturation"),
@@ -350,6 +355,7 @@ def start_servers(valkey_url: str, model_uri: str, log_dir: Path) -> dict[str, S
         "ours_2_workers": ServerProcess("ours_2_workers", "functions.scorer", {**common, "SCORER_WORKERS": "2"},
                                         log_dir),
         "naive": ServerProcess("naive", "perf.baselines.naive_scorer", common, log_dir),
+        "http_floor": ServerProcess("http_floor", "perf.baselines.http_floor", {}, log_dir),
     }
     return all_ready(servers)
 
@@ -445,6 +451,8 @@ def ratios(runs: list[Measured]) -> dict[str, Any]:
         "p99_ms_at_1000_ours_over_naive": round(p99_1000 / by["naive at 1000/s"].p99_ms, 3),
         "p99_ms_at_1000_ours": p99_1000,
         "p99_ms_at_1000_ours_2_workers": by["ours (2 workers) at 1000/s"].p99_ms,
+        "http_floor_over_naive": ratio(HTTP_FLOOR, "naive, single events"),
+        "ours_share_of_http_floor": ratio("ours, single events", HTTP_FLOOR),
     }
 
 
@@ -509,6 +517,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Micro-batching on / off at saturation: {result['ratios']['microbatch_on_over_off']}x.",
         "",
+        *http_floor_note(result["ratios"]),
         "## Runs",
         "",
         "| run | load | events/s | p50 ms | p99 ms | failed | dropped | server CPU ms/event | valkey CPU ms/event "
@@ -534,6 +543,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def http_floor_note(r: dict[str, Any]) -> list[str]:
+    if "http_floor_over_naive" not in r:  # results written before the reference row existed
+        return []
+    return [f"HTTP floor (the same granian settings around an app that does no work, same 32 VUs): "
+            f"{r['http_floor_over_naive']}x naive. Ours at saturation reached {r['ours_share_of_http_floor']:.0%} "
+            "of it: what ours falls short of the floor is its own work per event (parsing, state, model), "
+            "not the server's or k6's.", ""]
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -544,6 +562,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     bars_spec = [  # (run label, tick label, colour)
         ("naive, single events", "naive\n(gunicorn sync,\n2 workers)", "#999999"),
+        (HTTP_FLOOR, "HTTP floor\n(no work;\nreference)", "#dddddd"),
         ("ours, micro-batching off", "ours\nno micro-batch", "#8fb3d9"),
         ("ours, single events", "ours\nsingle events", "#1f77b4"),
         ("ours (2 workers), single events", "ours, 2 workers\nsingle events", "#1f77b4"),
