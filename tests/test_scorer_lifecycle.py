@@ -149,6 +149,15 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(start_scorer, debuggab
 
 
 def test_http_scores_equal_the_offline_step_with_float16_states(scorer_url, model_uri):
+    _assert_served_scores_equal_the_offline_step(scorer_url, model_uri)
+
+
+def test_the_compiled_step_serves_the_offline_step_scores_too(start_scorer, valkey_server: ValkeyServer, model_uri):
+    scorer = start_scorer({"VALKEY_URL": valkey_server.url, "SCORER_COMPILE_STEP": "1"})
+    _assert_served_scores_equal_the_offline_step(scorer.url, model_uri)
+
+
+def _assert_served_scores_equal_the_offline_step(scorer_url: str, model_uri: str) -> None:
     columns, _ = generate_columns(GeneratorConfig.preset("tiny", seed=3))
     count = 150
     # Entities of their own: other tests may have scored the same generated cards on this shared scorer.

@@ -59,7 +59,6 @@ def prefork(config: ScorerConfig | None = None) -> Prepared:
             mark_phase(phase, seconds=predictor.timings.get(phase))
         warm_up(predictor.model)
         if config.compile_step:
-            # ~1 s of tracing at start for ~17 us less per micro-batch: worth it for long-lived instances only.
             predictor.compiled_step = compile_step(predictor.model)
         mark_phase("warmup")
         log.info("model loaded", extra={"model": predictor.namespace, "timings": predictor.timings})
