@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -14,25 +11,18 @@ import requests
 from cloudevents.core.bindings import http as ce_http
 
 from functions.contract import SCORE_TYPE, transaction_event, validate_score_data
-from perf.scorer_bench import ROOT, wait_ready
-from state_service.server import free_port
+from perf.scorer_bench import ServerProcess, wait_ready
 
 
 @pytest.fixture(scope="module")
 def floor_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "SCORER_HTTP_THREADS": "4"}
-    log_path = tmp_path_factory.mktemp("floor") / "floor.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "perf.baselines.http_floor"], env=env, cwd=ROOT,
-                                   stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, process, timeout_s=60)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(20)
+    server = ServerProcess("http_floor", "perf.baselines.http_floor", {"SCORER_HTTP_THREADS": "4"},
+                           tmp_path_factory.mktemp("floor"))
+    try:
+        wait_ready(server.url, server.process, timeout_s=60)
+        yield server.url
+    finally:
+        server.stop()
 
 
 def test_http_floor_answers_every_post_with_a_valid_score_cloudevent(floor_url: str) -> None:
