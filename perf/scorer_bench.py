@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from perf.machine import describe_machine
 from perf.models import publish_untrained_model
+from perf.placement import ISOLATED, SHARED, placed, split_cpus
 from state_service.server import ValkeyServer, free_port
 
 log = logging.getLogger("perf.scorer_bench")
@@ -199,6 +200,7 @@ class Load:
     rate: int = 0
     batch: int = 1
     group: str = ""  # which comparison it belongs to
+    placement: str = SHARED  # perf/placement.py: all on every core, or the server on a core of its own
 
     @property
     def load_text(self) -> str:
@@ -320,7 +322,7 @@ def batch_size_distribution(before: dict[str, float], after: dict[str, float]) -
 # The run.
 
 
-def plan(quick: bool) -> list[Load]:
+def plan(quick: bool, isolated: bool = True) -> list[Load]:
     loads = [
         Load("ours, single events", "ours", "closed", vus=32, group="saturation"),
         Load("naive, single events", "naive", "closed", vus=32, group="saturation"),
@@ -338,7 +340,34 @@ def plan(quick: bool) -> list[Load]:
                   Load(f"naive at {rate}/s", "naive", "open", rate=rate, group=f"rate{rate}")]
     # One process per core, as the baseline has: the same 1000/s spread over two micro-batchers.
     loads.append(Load("ours (2 workers) at 1000/s", "ours_2_workers", "open", rate=1000, group="rate1000"))
+    if isolated:
+        loads += isolated_plan()
     return loads
+
+
+def isolated_plan() -> list[Load]:
+    """The same comparisons with each server on a core of its own and k6 and valkey-server on the other: the
+    placement a cluster gives a scorer pod (perf/placement.py). One worker per server process tree is what fits a
+    core; the naive baseline keeps its two sync workers, which only helps it (one waits on Valkey while the other
+    computes)."""
+    rows = [
+        Load("ours, single events", "ours", "closed", vus=32, group="saturation"),
+        Load("naive, single events", "naive", "closed", vus=32, group="saturation"),
+        Load(HTTP_FLOOR, "http_floor", "closed", vus=32, group="reference"),
+        Load("ours, batch mode (256 per request)", "ours", "closed", vus=8, batch=256, group="batch"),
+        Load("ours at 1000/s", "ours", "open", rate=1000, group="rate1000"),
+        Load("naive at 1000/s", "naive", "open", rate=1000, group="rate1000"),
+    ]
+    return [replace(load, label=isolated_label(load.label), placement=ISOLATED) for load in rows]
+
+
+def placement_cores() -> dict[str, list[int]]:
+    server, load = split_cpus()
+    return {"server": sorted(server), "k6_and_valkey": sorted(load)}
+
+
+def isolated_label(label: str) -> str:
+    return f"{label} [isolated]"
 
 
 def machine() -> dict[str, Any]:
@@ -377,7 +406,8 @@ def measure(server: ServerProcess, valkey: ValkeyServer, events_file: Path, load
     ours = server.name.startswith("ours")  # the scorer's /metrics sums its workers, so every row of ours has them
     buckets_before = batch_size_buckets(server.url) if ours else {}
     cpu_before, valkey_before = server.cpu_seconds(), process_tree_cpu_seconds(valkey.pid or 0)
-    summary = run_k6(server.url, events_file, load, duration_s, work_dir / f"k6-{uuid.uuid4().hex[:6]}.json")
+    with placed(load.placement, [server.process.pid], [valkey.pid] if valkey.pid else []):
+        summary = run_k6(server.url, events_file, load, duration_s, work_dir / f"k6-{uuid.uuid4().hex[:6]}.json")
     k6_cpu = summary["k6_load_cpu_s"]
     cpu = server.cpu_seconds() - cpu_before
     valkey_cpu = process_tree_cpu_seconds(valkey.pid or 0) - valkey_before
@@ -432,40 +462,65 @@ def measure_all(start: Callable[[str, Path], dict[str, ServerProcess]], loads: S
 
 
 def ratios(runs: list[Measured]) -> dict[str, Any]:
+    """Ratios within one run: the shared placement's under their plain names, the isolated placement's (when it
+    was measured) prefixed ``isolated_``."""
     by = {m.load.label: m for m in runs}
-
-    def ratio(a: str, b: str) -> float:
-        x, y = by[a].events_per_s, by[b].events_per_s
-        return round(x / y, 2) if y else float("nan")
-
-    p99_1000 = by["ours at 1000/s"].p99_ms
-    best_batch = max((m for m in runs if m.load.group == "batch"), key=lambda m: m.events_per_s)
-    return {
-        "saturation_single_ours_over_naive": ratio("ours, single events", "naive, single events"),
-        "batch_mode_ours_over_naive_single": ratio(best_batch.load.label, "naive, single events"),
-        "batch_mode_best_run": best_batch.load.label,
-        "microbatch_on_over_off": ratio("ours, single events", "ours, micro-batching off"),
-        "saturation_single_ours_2_workers_over_naive": ratio("ours (2 workers), single events",
-                                                             "naive, single events"),
+    out = _placement_ratios(by, runs, SHARED, lambda label: label)
+    out.update({
+        "microbatch_on_over_off": _ratio(by, "ours, single events", "ours, micro-batching off"),
+        "saturation_single_ours_2_workers_over_naive": _ratio(by, "ours (2 workers), single events",
+                                                              "naive, single events"),
         "p99_ms_at_500_ours_over_naive": round(by["ours at 500/s"].p99_ms / by["naive at 500/s"].p99_ms, 3),
-        "p99_ms_at_1000_ours_over_naive": round(p99_1000 / by["naive at 1000/s"].p99_ms, 3),
-        "p99_ms_at_1000_ours": p99_1000,
         "p99_ms_at_1000_ours_2_workers": by["ours (2 workers) at 1000/s"].p99_ms,
-        "http_floor_over_naive": ratio(HTTP_FLOOR, "naive, single events"),
-        "ours_share_of_http_floor": ratio("ours, single events", HTTP_FLOOR),
+    })
+    if any(m.load.placement == ISOLATED for m in runs):
+        isolated = _placement_ratios(by, runs, ISOLATED, isolated_label)
+        out.update({f"isolated_{name}": value for name, value in isolated.items()})
+    return out
+
+
+def _ratio(by: dict[str, Measured], a: str, b: str) -> float:
+    x, y = by[a].events_per_s, by[b].events_per_s
+    return round(x / y, 2) if y else float("nan")
+
+
+def _placement_ratios(by: dict[str, Measured], runs: list[Measured], placement: str,
+                      label: Callable[[str], str]) -> dict[str, Any]:
+    ours, naive = by[label("ours, single events")], by[label("naive, single events")]
+    best_batch = max((m for m in runs if m.load.group == "batch" and m.load.placement == placement),
+                     key=lambda m: m.events_per_s)
+    p99_1000 = by[label("ours at 1000/s")].p99_ms
+    return {
+        "saturation_single_ours_over_naive": _ratio(by, ours.load.label, naive.load.label),
+        # Events per CPU second, which no neighbour on the machine can inflate: how much cheaper an event is.
+        "saturation_cpu_per_event_naive_over_ours": round(naive.cpu_ms_per_event / ours.cpu_ms_per_event, 2)
+        if ours.cpu_ms_per_event else float("nan"),
+        "batch_mode_ours_over_naive_single": _ratio(by, best_batch.load.label, naive.load.label),
+        "batch_mode_best_run": best_batch.load.label,
+        "p99_ms_at_1000_ours": p99_1000,
+        "p99_ms_at_1000_ours_over_naive": round(p99_1000 / by[label("naive at 1000/s")].p99_ms, 3),
+        "http_floor_over_naive": _ratio(by, label(HTTP_FLOOR), naive.load.label),
+        "ours_share_of_http_floor": _ratio(by, ours.load.label, label(HTTP_FLOOR)),
     }
 
 
 def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = _placement_goals(r, SHARED, "")
+    if "isolated_saturation_single_ours_over_naive" in r:
+        rows += _placement_goals(r, ISOLATED, "isolated_")
+    return rows
+
+
+def _placement_goals(r: dict[str, Any], placement: str, prefix: str) -> list[dict[str, Any]]:
+    saturation, batch = r[f"{prefix}saturation_single_ours_over_naive"], r[f"{prefix}batch_mode_ours_over_naive_single"]
+    p99 = r[f"{prefix}p99_ms_at_1000_ours"]
     return [
-        {"goal": f">= {GOAL_SATURATION_RATIO:g}x naive at saturation, single events",
-         "reached": f"{r['saturation_single_ours_over_naive']}x",
-         "met": r["saturation_single_ours_over_naive"] >= GOAL_SATURATION_RATIO},
-        {"goal": f">= {GOAL_BATCH_RATIO:g}x naive in events/s with batch mode",
-         "reached": f"{r['batch_mode_ours_over_naive_single']}x ({r['batch_mode_best_run']})",
-         "met": r["batch_mode_ours_over_naive_single"] >= GOAL_BATCH_RATIO},
-        {"goal": f"p99 <= {GOAL_P99_MS_AT_1000:g} ms at 1000 events/s", "reached": f"{r['p99_ms_at_1000_ours']} ms",
-         "met": r["p99_ms_at_1000_ours"] <= GOAL_P99_MS_AT_1000},
+        {"placement": placement, "goal": f">= {GOAL_SATURATION_RATIO:g}x naive at saturation, single events",
+         "reached": f"{saturation}x", "met": saturation >= GOAL_SATURATION_RATIO},
+        {"placement": placement, "goal": f">= {GOAL_BATCH_RATIO:g}x naive in events/s with batch mode",
+         "reached": f"{batch}x ({r[f'{prefix}batch_mode_best_run']})", "met": batch >= GOAL_BATCH_RATIO},
+        {"placement": placement, "goal": f"p99 <= {GOAL_P99_MS_AT_1000:g} ms at 1000 events/s",
+         "reached": f"{p99} ms", "met": p99 <= GOAL_P99_MS_AT_1000},
     ]
 
 
@@ -476,8 +531,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events_file = event_stream(args.days)
     info = machine()
     work_dir = Path(tempfile.mkdtemp(prefix="scorer-bench-", dir=CACHE))
-    runs = measure_all(lambda url, logs: start_servers(url, model_uri, logs), plan(args.quick), events_file,
-                       duration_s, work_dir)
+    isolated = not args.shared_only and len(os.sched_getaffinity(0)) >= 2
+    runs = measure_all(lambda url, logs: start_servers(url, model_uri, logs), plan(args.quick, isolated),
+                       events_file, duration_s, work_dir)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.keep_logs:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -486,8 +542,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": info, "model_uri": model_uri, "events_file": str(events_file.relative_to(ROOT)),
         "duration_s_per_load": duration_s, "quick": args.quick, "ratios": r, "goals": goals(r),
         "runs": [m.row() for m in runs],
-        "notes": "k6 runs on the same 2 cores as the servers and valkey; the machine is shared with other work, "
-                 "so compare rows of one run, not absolute figures across runs.",
+        "notes": "Shared placement: k6 runs on the same cores as the servers and valkey. Isolated placement "
+                 "(rows marked [isolated]): each server on a core of its own, k6 and valkey on the others. The "
+                 "machine is shared with other work, so compare rows of one run, not absolute figures across runs.",
+        "placement_cores": placement_cores() if isolated else None,
     }
 
 
@@ -506,18 +564,23 @@ def markdown(result: dict[str, Any]) -> str:
         f"Each load ran {result['duration_s_per_load']:g} s{' (--quick)' if result['quick'] else ''}. "
         f"Model: `{result['model_uri'].split('/')[-1]}`. Events: `{result['events_file']}`.",
         "",
-        "k6 ran on the same cores as the servers and valkey-server, and the machine is shared and noisy: "
-        "compare rows of this run with each other, not with other runs.",
+        "Two placements (`perf/placement.py`). **Shared**: k6, valkey-server and the servers all run on every "
+        "core. **Isolated** (rows marked [isolated]): each server runs on a core of its own "
+        f"({_cores_text(result)}), as a scorer pod with an exclusive core does in a cluster, where k6 and Valkey "
+        "are elsewhere. The machine is shared and noisy: compare rows of this run with each other, not with "
+        "other runs.",
         "",
         "## Goals",
         "",
-        "| goal | reached | met |",
-        "| --- | --- | --- |",
-        *(f"| {g['goal']} | {g['reached']} | {'yes' if g['met'] else 'no'} |" for g in result["goals"]),
+        "| placement | goal | reached | met |",
+        "| --- | --- | --- | --- |",
+        *(f"| {g.get('placement', SHARED)} | {g['goal']} | {g['reached']} | {'yes' if g['met'] else 'no'} |"
+          for g in result["goals"]),
         "",
         f"Micro-batching on / off at saturation: {result['ratios']['microbatch_on_over_off']}x.",
         "",
-        *http_floor_note(result["ratios"]),
+        *cpu_note(result["ratios"]),
+        *http_floor_note(result),
         "## Runs",
         "",
         "| run | load | events/s | p50 ms | p99 ms | failed | dropped | server CPU ms/event | valkey CPU ms/event "
@@ -525,7 +588,8 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["runs"]:
-        load = Load(**{k: r[k] for k in ("label", "server", "scenario", "vus", "rate", "batch", "group")})
+        load = Load(**{k: r[k] for k in ("label", "server", "scenario", "vus", "rate", "batch", "group")},
+                    placement=r.get("placement", SHARED))
         lines.append(
             f"| {r['label']} | {load.load_text} | {r['events_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['events_failed']} | {r['dropped_iterations']} | {r['cpu_ms_per_event']:.3f} "
@@ -543,13 +607,39 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def http_floor_note(r: dict[str, Any]) -> list[str]:
+def _cores_text(result: dict[str, Any]) -> str:
+    cores = result.get("placement_cores")
+    if not cores:
+        return "not measured in this run"
+    return f"cores {cores['server']}; k6 and valkey-server on cores {cores['k6_and_valkey']}"
+
+
+def cpu_note(r: dict[str, Any]) -> list[str]:
+    if "saturation_cpu_per_event_naive_over_ours" not in r:
+        return []
+    text = (f"CPU per event at saturation, naive / ours: {r['saturation_cpu_per_event_naive_over_ours']}x shared")
+    if "isolated_saturation_cpu_per_event_naive_over_ours" in r:
+        text += f", {r['isolated_saturation_cpu_per_event_naive_over_ours']}x isolated"
+    return [text + ".", ""]
+
+
+def http_floor_note(result: dict[str, Any]) -> list[str]:
+    r = result["ratios"]
     if "http_floor_over_naive" not in r:  # results written before the reference row existed
         return []
-    return [f"HTTP floor (the same granian settings around an app that does no work, same 32 VUs): "
-            f"{r['http_floor_over_naive']}x naive. Ours at saturation reached {r['ours_share_of_http_floor']:.0%} "
-            "of it: what ours falls short of the floor is its own work per event (parsing, state, model), "
-            "not the server's or k6's.", ""]
+    lines = [f"HTTP floor (the same granian settings around an app that does no work, same 32 VUs): "
+             f"{r['http_floor_over_naive']}x naive. Ours at saturation reached {r['ours_share_of_http_floor']:.0%} "
+             "of it: what ours falls short of the floor is its own work per event (parsing, state, model), not the "
+             "server's or k6's."]
+    runs = {run["label"]: run for run in result["runs"]}
+    shared, isolated = runs.get("ours, single events"), runs.get(isolated_label("ours, single events"))
+    if shared and isolated:
+        lines[0] += (f" That work costs more when it shares its cores with k6 and valkey-server: "
+                     f"{shared['cpu_ms_per_event']:.3f} ms of server CPU per event shared, "
+                     f"{isolated['cpu_ms_per_event']:.3f} ms on a core of its own (isolated floor: "
+                     f"{r['isolated_http_floor_over_naive']}x naive, ours {r['isolated_ours_share_of_http_floor']:.0%} "
+                     "of it).")
+    return [*lines, ""]
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -568,43 +658,51 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ("ours (2 workers), single events", "ours, 2 workers\nsingle events", "#1f77b4"),
         ("ours, batch mode (64 per request)", "ours\nbatch of 64", "#0b3d91"),
         ("ours (2 workers), batch mode (256 per request)", "ours, 2 workers\nbatch of 256", "#0b3d91"),
+        (isolated_label("naive, single events"), "naive\nisolated", "#999999"),
+        (isolated_label("ours, single events"), "ours single\nisolated", "#1f77b4"),
+        (isolated_label("ours, batch mode (256 per request)"), "ours batch 256\nisolated", "#0b3d91"),
     ]
     bars_spec = [b for b in bars_spec if b[0] in runs]
     values = [runs[name]["events_per_s"] for name, _, _ in bars_spec]
-    bars = left.bar(range(len(bars_spec)), values, color=[colour for _, _, colour in bars_spec])
+    bars = left.bar(range(len(bars_spec)), values, color=[colour for _, _, colour in bars_spec],
+                    hatch=["//" if name.endswith("[isolated]") else "" for name, _, _ in bars_spec])
     left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
     left.set_xticks(range(len(bars_spec)), [tick for _, tick, _ in bars_spec], fontsize=7)
     left.set_ylabel("events/s")
     left.set_title("Throughput at saturation (closed model)")
     left.set_yscale("log")
     width = 0.2
+    groups = [("{server} at 500/s", "500 events/s"), ("{server} at 1000/s", "1000 events/s")]
+    if isolated_label("ours at 1000/s") in runs:
+        groups.append((isolated_label("{server} at 1000/s"), "1000 events/s\nisolated"))
     for k, (server, colour) in enumerate((("ours", "#1f77b4"), ("naive", "#999999"))):
         for j, stat in enumerate(("p50_ms", "p99_ms")):
-            xs = [i + (2 * k + j - 1.5) * width for i in range(2)]
-            ys = [runs[f"{server} at {rate}/s"][stat] for rate in (500, 1000)]
+            xs = [i + (2 * k + j - 1.5) * width for i in range(len(groups))]
+            ys = [runs[pattern.format(server=server)][stat] for pattern, _ in groups]
             right.bar(xs, ys, width, color=colour, alpha=1.0 if stat == "p99_ms" else 0.5,
                       label=f"{server} {stat[:-3]}")
     right.axhline(GOAL_P99_MS_AT_1000, color="red", linestyle="--", linewidth=1, label="p99 goal (5 ms)")
-    right.set_xticks(range(2), ["500 events/s", "1000 events/s"])
+    right.set_xticks(range(len(groups)), [text for _, text in groups])
     right.set_yscale("log")
     right.set_ylabel("request latency (ms)")
     right.set_title("Latency at constant arrival rate (open model)")
     right.legend(fontsize=8)
     m = result["machine"]
     fig.suptitle(f"hiddenstate scorer vs naive baseline, {m['cores']} cores, {m['cpu_model']}, {m['date']} "
-                 "(shared machine; k6 on the same cores)", fontsize=9)
+                 "(shared machine; hatched: isolated placement)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"{'run':38} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/ev':>10}")
+    width = max(len(r["label"]) for r in result["runs"])
+    print(f"{'run':{width}} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/ev':>10}")
     for r in result["runs"]:
-        print(f"{r['label']:38} {r['events_per_s']:9,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+        print(f"{r['label']:{width}} {r['events_per_s']:9,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
               f"{r['events_failed']:7d} {r['cpu_ms_per_event']:10.3f}")
     for g in result["goals"]:
-        print(f"goal: {g['goal']}: {g['reached']} ({'met' if g['met'] else 'not met'})")
+        print(f"goal ({g['placement']}): {g['goal']}: {g['reached']} ({'met' if g['met'] else 'not met'})")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -627,6 +725,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="days of the generated stream the load walks through (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="folder for scorer.json, scorer.md, scorer.png (default: perf/results)")
+    parser.add_argument("--shared-only", action="store_true",
+                        help="skip the isolated placement (each server on a core of its own, k6 and valkey-server "
+                        "on the others); it is also skipped on a machine with one core")
     parser.add_argument("--keep-logs", action="store_true", help="keep server logs and k6 summaries in "
                         "perf/results/tmp/scorer-bench-*")
     return parser.parse_args(argv)

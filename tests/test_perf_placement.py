@@ -1,0 +1,191 @@
+"""Benchmark placement (perf/placement.py) on real processes, and how the scorer benchmark reports both placements."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import psutil
+import pytest
+
+from perf import scorer_bench
+from perf.placement import ISOLATED, SHARED, pin_tree, placed, split_cpus
+
+TWO_CORES = len(os.sched_getaffinity(0)) >= 2
+needs_two_cores = pytest.mark.skipif(not TWO_CORES, reason="an isolated placement needs two cores")
+
+# A process with a second thread and a child process, so that pinning has a tree of threads to cover.
+_TREE = """
+import subprocess, sys, threading, time
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def process_tree() -> Iterator[psutil.Process]:
+    process = subprocess.Popen([sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True)
+    try:
+        process.stdout.readline()  # the child exists once its pid is printed
+        yield psutil.Process(process.pid)
+    finally:
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+        process.wait()
+
+
+def thread_affinities(root: psutil.Process) -> list[set[int]]:
+    return [os.sched_getaffinity(t.id) for p in [root, *root.children(recursive=True)] for t in p.threads()]
+
+
+def test_split_gives_the_server_the_first_half_and_the_load_the_rest() -> None:
+    assert split_cpus({0, 1}) == ({0}, {1})
+    assert split_cpus({0, 1, 2, 3}) == ({0, 1}, {2, 3})
+    assert split_cpus({2, 5, 7}) == ({2}, {5, 7})
+    with pytest.raises(ValueError, match="at least 2 cores"):
+        split_cpus({3})
+
+
+@needs_two_cores
+def test_pin_tree_pins_every_thread_of_a_process_and_its_children(process_tree: psutil.Process) -> None:
+    core = min(os.sched_getaffinity(0))
+
+    pinned = pin_tree(process_tree.pid, {core})
+
+    affinities = thread_affinities(process_tree)
+    assert pinned == len(affinities) >= 3  # main thread, its second thread, the child
+    assert all(a == {core} for a in affinities)
+
+
+@needs_two_cores
+def test_isolated_placement_separates_server_and_load_then_gives_every_core_back(
+        process_tree: psutil.Process) -> None:
+    everything = os.sched_getaffinity(0)
+    server_cpus, load_cpus = split_cpus(everything)
+    load = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with placed(ISOLATED, [process_tree.pid], [load.pid]):
+            assert all(a == server_cpus for a in thread_affinities(process_tree))
+            assert os.sched_getaffinity(load.pid) == load_cpus
+            # What this thread starts meanwhile (k6) runs with the load.
+            started = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                                     capture_output=True, text=True, check=True)
+            assert started.stdout.strip() == str(sorted(load_cpus))
+        assert all(a == everything for a in thread_affinities(process_tree))
+        assert os.sched_getaffinity(load.pid) == everything
+        assert os.sched_getaffinity(0) == everything
+    finally:
+        load.kill()
+        load.wait()
+
+
+def test_shared_placement_moves_nothing_and_an_unknown_one_is_refused(process_tree: psutil.Process) -> None:
+    before = thread_affinities(process_tree)
+    with placed(SHARED, [process_tree.pid], []):
+        assert thread_affinities(process_tree) == before
+    with pytest.raises(ValueError, match="placement must be one of"), placed("pinned", [process_tree.pid], []):
+        pass
+
+
+def test_a_pid_that_is_gone_is_skipped() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    time.sleep(0.05)
+    assert pin_tree(process.pid, os.sched_getaffinity(0)) == 0
+
+
+# -- reporting -----------------------------------------------------------------------------------------------
+
+
+def measured(load: scorer_bench.Load, events_per_s: float, p99_ms: float = 10.0,
+             cpu_ms_per_event: float = 1.0) -> scorer_bench.Measured:
+    return scorer_bench.Measured(
+        load=load, duration_s=10.0, events_scored=int(events_per_s * 10), events_failed=0, requests=1,
+        events_per_s=events_per_s, p50_ms=1.0, p99_ms=p99_ms, max_ms=p99_ms, dropped_iterations=0, cpu_s=1.0,
+        cpu_ms_per_event=cpu_ms_per_event, valkey_cpu_ms_per_event=0.1, k6_cpu_ms_per_event=0.1,
+        p99_threshold_ok=None,
+    )
+
+
+def synthetic_runs() -> list[scorer_bench.Measured]:
+    """Every row of the plan, ours 2.5x naive shared and 4.5x isolated, 20x with isolated batches."""
+    figures = {  # label: (events/s, p99 ms, CPU ms per event)
+        "naive, single events": (1000, 50, 1.2), "ours, single events": (2500, 20, 0.36),
+        scorer_bench.HTTP_FLOOR: (12000, 10, 0.05), "ours, micro-batching off": (500, 100, 2.4),
+        "ours (2 workers), single events": (2800, 20, 0.4), "ours, batch mode (64 per request)": (8000, 60, 0.08),
+        "ours (2 workers), batch mode (256 per request)": (12000, 300, 0.08),
+        "ours at 500/s": (500, 3, 1.0), "naive at 500/s": (500, 5, 1.5), "ours at 1000/s": (1000, 6, 0.8),
+        "naive at 1000/s": (900, 400, 1.3), "ours (2 workers) at 1000/s": (1000, 7, 1.0),
+        "naive, single events [isolated]": (800, 55, 1.15), "ours, single events [isolated]": (3600, 18, 0.24),
+        f"{scorer_bench.HTTP_FLOOR} [isolated]": (10000, 14, 0.06),
+        "ours, batch mode (256 per request) [isolated]": (16000, 250, 0.06),
+        "ours at 1000/s [isolated]": (1000, 4.0, 0.9), "naive at 1000/s [isolated]": (600, 700, 1.3),
+    }
+    plan = scorer_bench.plan(quick=False, isolated=True)
+    assert sorted(load.label for load in plan) == sorted(figures)
+    return [measured(load, *figures[load.label]) for load in plan]
+
+
+def test_ratios_report_each_placement_against_its_own_naive_run() -> None:
+    r = scorer_bench.ratios(synthetic_runs())
+
+    assert r["saturation_single_ours_over_naive"] == 2.5
+    assert r["isolated_saturation_single_ours_over_naive"] == 4.5
+    assert r["isolated_batch_mode_ours_over_naive_single"] == 20.0
+    assert r["isolated_batch_mode_best_run"] == "ours, batch mode (256 per request) [isolated]"
+    assert r["batch_mode_best_run"] == "ours (2 workers), batch mode (256 per request)"
+    assert r["isolated_p99_ms_at_1000_ours"] == 4.0
+    assert r["isolated_saturation_cpu_per_event_naive_over_ours"] == round(1.15 / 0.24, 2)
+
+
+def test_goals_are_judged_per_placement() -> None:
+    goals = scorer_bench.goals(scorer_bench.ratios(synthetic_runs()))
+
+    met = {(g["placement"], g["goal"].split(" naive")[0].split(" at 1000")[0]): g["met"] for g in goals}
+    assert met == {(SHARED, ">= 4x"): False, (SHARED, ">= 20x"): False, (SHARED, "p99 <= 5 ms"): False,
+                   (ISOLATED, ">= 4x"): True, (ISOLATED, ">= 20x"): True, (ISOLATED, "p99 <= 5 ms"): True}
+
+
+def test_a_run_without_the_isolated_placement_reports_shared_goals_only() -> None:
+    runs = [m for m in synthetic_runs() if m.load.placement == SHARED]
+    assert len(runs) == len(scorer_bench.plan(quick=False, isolated=False))
+
+    r = scorer_bench.ratios(runs)
+
+    assert not any(name.startswith("isolated_") for name in r)
+    assert {g["placement"] for g in scorer_bench.goals(r)} == {SHARED}
+
+
+def test_the_markdown_names_the_placements_and_the_cores() -> None:
+    runs = synthetic_runs()
+    r = scorer_bench.ratios(runs)
+    result = {"machine": {"cores": 2, "cpu_model": "test", "memory_gib": 1, "date": "today", "python": "3",
+                          "k6": "k6", "load_average_at_start": [0, 0, 0]},
+              "duration_s_per_load": 15, "quick": False, "model_uri": "file:///m", "events_file": "e",
+              "ratios": r, "goals": scorer_bench.goals(r), "runs": [m.row() for m in runs],
+              "placement_cores": {"server": [0], "k6_and_valkey": [1]}}
+
+    text = scorer_bench.markdown(result)
+
+    assert "| isolated | >= 4x naive at saturation, single events | 4.5x | yes |" in text
+    assert "| shared | >= 4x naive at saturation, single events | 2.5x | no |" in text
+    assert "cores [0]; k6 and valkey-server on cores [1]" in text
+    assert "0.360 ms of server CPU per event shared, 0.240 ms on a core of its own" in text
+
+
+def test_isolated_rows_repeat_shared_comparisons_under_their_own_labels() -> None:
+    isolated = scorer_bench.isolated_plan()
+    shared = {load.label: load for load in scorer_bench.plan(quick=False, isolated=False)}
+
+    for load in isolated:
+        assert load.placement == ISOLATED
+        twin = shared[load.label.removesuffix(" [isolated]")] if load.batch == 1 else None
+        if twin is not None:
+            assert replace(twin, label=load.label, placement=ISOLATED) == load
