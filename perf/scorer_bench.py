@@ -649,7 +649,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = {r["label"]: r for r in result["runs"]}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1.7, 1]})
     bars_spec = [  # (run label, tick label, colour)
         ("naive, single events", "naive\n(gunicorn sync,\n2 workers)", "#999999"),
         (HTTP_FLOOR, "HTTP floor\n(no work;\nreference)", "#dddddd"),

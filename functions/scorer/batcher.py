@@ -54,7 +54,10 @@ class MicroBatcher(Generic[In, Out]):
             self._queue.append(request)
             if not self._leading:
                 self._leading = request.lead = True
-        if not request.lead:
+            # Read under the lock: had the lead been handed to this request between the lock and the check, the
+            # check would skip the acquire, and the batch answering this request would release an unlocked lock.
+            leading = request.lead
+        if not leading:
             request.wake.acquire()
         if not request.done:
             self._lead_until_done(request)
