@@ -8,12 +8,18 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import psutil
 import pytest
 
+from functions.generator.config import GeneratorConfig
+from functions.generator.events import write_jsonl
 from perf import scorer_bench
-from perf.placement import ISOLATED, SHARED, pin_tree, placed, split_cpus
+from perf.placement import ISOLATED, SHARED, all_cpus, pin_tree, placed, split_cpus
+from state_service.server import ValkeyServer
+
+pytest_plugins = ["valkey_fixtures"]
 
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
 needs_two_cores = pytest.mark.skipif(not TWO_CORES, reason="an isolated placement needs two cores")
@@ -99,6 +105,39 @@ def test_a_pid_that_is_gone_is_skipped() -> None:
     process.wait()
     time.sleep(0.05)
     assert pin_tree(process.pid, os.sched_getaffinity(0)) == 0
+
+
+@needs_two_cores
+def test_an_isolated_k6_load_runs_with_the_server_and_k6_on_their_own_cores(
+        tmp_path: Path, valkey_server: ValkeyServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = tmp_path / "events.jsonl"
+    write_jsonl(replace(GeneratorConfig.preset("quick", seed=5), days=1), events, progress=False)
+    server = scorer_bench.ServerProcess("http_floor", "perf.baselines.http_floor", {"SCORER_HTTP_THREADS": "4"},
+                                        tmp_path)
+    server_cpus, load_cpus = split_cpus()
+    seen: dict[str, object] = {}
+    real_run_k6 = scorer_bench.run_k6
+
+    def observed_run_k6(*args, **kwargs):  # the real k6 run, with a look at the affinities while it starts
+        seen["server"] = thread_affinities(psutil.Process(server.process.pid))
+        seen["valkey"] = os.sched_getaffinity(valkey_server.pid)
+        seen["harness"] = os.sched_getaffinity(0)
+        return real_run_k6(*args, **kwargs)
+
+    monkeypatch.setattr(scorer_bench, "run_k6", observed_run_k6)
+    try:
+        scorer_bench.wait_ready(server.url, server.process, timeout_s=60)
+        load = scorer_bench.Load("floor [isolated]", "http_floor", "closed", vus=2, placement=ISOLATED)
+        result = scorer_bench.measure(server, valkey_server, events, load, 1.0, tmp_path)
+        after = thread_affinities(psutil.Process(server.process.pid))
+    finally:
+        server.stop()
+
+    assert result.events_scored > 0 and result.events_failed == 0
+    assert all(a == server_cpus for a in seen["server"])
+    assert seen["valkey"] == seen["harness"] == load_cpus
+    assert all(a == all_cpus() for a in after)
+    assert os.sched_getaffinity(valkey_server.pid) == all_cpus()
 
 
 # -- reporting -----------------------------------------------------------------------------------------------
