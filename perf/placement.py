@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import psutil
 
+from functions.scorer.affinity import pin_threads
+
 SHARED = "shared"
 ISOLATED = "isolated"
 PLACEMENTS = (SHARED, ISOLATED)
@@ -46,17 +48,7 @@ def pin_tree(pid: int, cpus: set[int]) -> int:
         processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0
-    pinned = 0
-    for process in processes:
-        try:
-            threads = [t.id for t in process.threads()]
-        except psutil.Error:
-            continue
-        for tid in threads:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.sched_setaffinity(tid, cpus)
-                pinned += 1
-    return pinned
+    return sum(pin_threads(process.pid, cpus) for process in processes)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import psutil
 import pytest
 import requests
 import torch
@@ -273,3 +275,41 @@ def test_the_wsgi_entry_point_serves_the_scorer_under_gunicorn(tmp_path: Path, m
         assert bad.status_code == 400 and bad.json()["error"]
     finally:
         assert scorer.stop() == 0
+
+
+def _worker_thread_affinities(scorer) -> list[set[frozenset[int]]]:
+    """Per granian worker process: the distinct affinities of its threads."""
+    workers = psutil.Process(scorer.process.pid).children(recursive=True)
+    return [{frozenset(os.sched_getaffinity(t.id)) for t in worker.threads()} for worker in workers]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning workers apart needs two cores")
+def test_pinned_workers_each_run_every_thread_on_a_core_of_their_own(start_scorer, valkey_server: ValkeyServer):
+    scorer = start_scorer({"VALKEY_URL": valkey_server.url, "SCORER_WORKERS": "2", "SCORER_PIN_WORKERS": "on"})
+    with ThreadPoolExecutor(8) as pool:  # every request thread granian starts must inherit its worker's core
+        assert list(pool.map(lambda _: _post(scorer.url, _message()).status_code, range(40))) == [200] * 40
+
+    per_worker = _worker_thread_affinities(scorer)
+
+    assert len(per_worker) == 2
+    assert all(len(affinities) == 1 and len(next(iter(affinities))) == 1 for affinities in per_worker)
+    assert per_worker[0] != per_worker[1]
+    pinned = [orjson.loads(line) for line in scorer.log().splitlines() if '"worker pinned"' in line]
+    assert sorted(p["worker"] for p in pinned) == [0, 1]
+
+
+def test_by_default_a_single_worker_with_two_cores_is_not_pinned(start_scorer, valkey_server: ValkeyServer):
+    scorer = start_scorer({"VALKEY_URL": valkey_server.url})
+    assert _post(scorer.url, _message()).status_code == 200
+
+    per_worker = _worker_thread_affinities(scorer)
+
+    assert per_worker and all(affinities == {frozenset(os.sched_getaffinity(0))} for affinities in per_worker)
+    assert '"worker pinned"' not in scorer.log()
+
+
+def test_an_unknown_pinning_mode_stops_the_scorer_with_the_choices(start_scorer, valkey_server: ValkeyServer):
+    scorer = start_scorer({"VALKEY_URL": valkey_server.url, "SCORER_PIN_WORKERS": "sometimes"}, wait=False)
+    _poll(lambda: scorer.process.poll() is not None, what="the scorer to exit")
+    assert scorer.process.returncode != 0
+    assert "SCORER_PIN_WORKERS must be one of auto, on, off, got 'sometimes'" in scorer.log()

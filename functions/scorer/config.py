@@ -25,6 +25,7 @@ class ScorerConfig:
     max_batch: int = 256  # events per micro-batch: past ~256 the step's per-event cost stops falling
     http_threads: int = 32  # request threads: concurrent requests are what micro-batching gathers
     workers: int = 1  # Knative scales out by instances; one worker per instance keeps one batcher per instance
+    pin_workers: str = "auto"  # functions/scorer/affinity.py: each worker on one core (auto: when the cores are ours)
     torch_threads: int = 1  # batches are small; intra-op threads only add contention with the HTTP threads
     microbatch: bool = True
     compile_step: bool = False  # TorchScript-trace the step at start (~50 ms): no gain measured end to end
@@ -48,6 +49,7 @@ class ScorerConfig:
             max_batch=_int("SCORER_MAX_BATCH", cls.max_batch),
             http_threads=_int("SCORER_HTTP_THREADS", cls.http_threads),
             workers=_int("SCORER_WORKERS", cls.workers),
+            pin_workers=env.get("SCORER_PIN_WORKERS", "").strip().lower() or cls.pin_workers,
             torch_threads=_int("TORCH_NUM_THREADS", cls.torch_threads),
             microbatch=_flag("SCORER_MICROBATCH", True),
             compile_step=_flag("SCORER_COMPILE_STEP", cls.compile_step),

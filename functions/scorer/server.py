@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from functions.logs import configure_logging
+from functions.scorer import affinity
 from functions.scorer.config import ScorerConfig
 from functions.scorer.phases import mark_phase
 
@@ -111,10 +112,21 @@ def serve(prepared: Prepared) -> int:
     prepared = Prepared(config, prepared.predictor, prepared.metrics_dir)
     if config.workers > 1 and not os.environ.get(MULTIPROC_ENV):
         log.warning("SCORER_WORKERS > 1 in an instance prepared for one worker: /metrics shows one worker's values")
+    cpus = affinity.allowed_cpus()
+    pin = affinity.should_pin(config.pin_workers, config.workers, cpus)
     # granian forks its worker from this process: the loaded model is inherited, not reloaded.
     multiprocessing.set_start_method("fork", force=True)
+    started = multiprocessing.Value("i", 0)  # workers started so far, shared across the fork: each takes a core
 
     def load_app(_target: str):  # noqa: ANN202 - runs inside the worker process
+        if pin:
+            with started.get_lock():
+                index = started.value
+                started.value += 1
+            cpu = affinity.worker_cpu(index, cpus)
+            # Before granian starts this worker's threads, which then inherit the core.
+            affinity.pin_threads(os.getpid(), {cpu})
+            log.info("worker pinned", extra={"worker": index, "cpu": cpu, "allowed": cpus})
         app = create_app(build_service(prepared))
         tune_gc(config.gc_gen0_threshold)
         return app
