@@ -589,6 +589,10 @@ def markdown(result: dict[str, Any]) -> str:
         "are elsewhere. The machine is shared and noisy: compare rows of this run with each other, not with "
         "other runs.",
         "",
+        "Rows marked (pinned) run with `SCORER_PIN_WORKERS=on`: the worker process, all its threads, on one core. "
+        "The shared goals are judged on them. The (2 workers) rows are pinned too, one worker per core, by the "
+        "default (`auto`: as many workers as cores). The other rows of ours are the default, unpinned.",
+        "",
         "## Goals",
         "",
         "| placement | goal | reached | met |",
@@ -674,9 +678,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ("naive, single events", "naive\n(gunicorn sync,\n2 workers)", "#999999"),
         (HTTP_FLOOR, "HTTP floor\n(no work;\nreference)", "#dddddd"),
         ("ours, micro-batching off", "ours\nno micro-batch", "#8fb3d9"),
-        ("ours, single events", "ours\nsingle events", "#1f77b4"),
-        (PINNED_SINGLE, "ours, pinned\nsingle events", "#1f77b4"),
-        ("ours (2 workers), single events", "ours, 2 workers\nsingle events", "#1f77b4"),
+        ("ours, single events", "ours\nsingle", "#1f77b4"),
+        (PINNED_SINGLE, "ours pinned\nsingle", "#1f77b4"),
+        ("ours (2 workers), single events", "ours 2 workers\nsingle", "#1f77b4"),
         ("ours, batch mode (64 per request)", "ours\nbatch of 64", "#0b3d91"),
         ("ours (2 workers), batch mode (256 per request)", "ours, 2 workers\nbatch of 256", "#0b3d91"),
         (isolated_label("naive, single events"), "naive\nisolated", "#999999"),
