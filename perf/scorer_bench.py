@@ -18,7 +18,8 @@ all on one model and one fresh server. k6 (``scripts/k6/score.js``) then measure
 Goals are reported, not asserted, per placement: at least 4x naive at saturation for single events, at least 20x
 for batch mode in events/s, p99 at most 5 ms at 1000 events/s. In the shared placement they are judged on the
 pinned scorer (the setting for one scorer on a machine), the default rows being reported beside it. The machine is
-shared with other work, so the figures are for comparison within one run, not absolutes.
+shared with other work, so the figures are for comparison within one run, not absolutes; every load runs in two
+rounds (``--rounds``), in alternating order, and the tables give medians.
 
 Writes ``perf/results/scorer.json``, ``scorer.md`` and ``scorer.png``. Caches its model and event stream in
 ``perf/results/tmp/``.
@@ -30,6 +31,7 @@ import argparse
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -235,6 +237,7 @@ class Measured:
     k6_cpu_ms_per_event: float
     p99_threshold_ok: bool | None
     batch_sizes: dict[str, int] = field(default_factory=dict)
+    rounds: list[dict[str, float]] = field(default_factory=list)  # each round's figures, when rounds were merged
 
     def row(self) -> dict[str, Any]:
         return {**asdict(self.load), **{k: v for k, v in asdict(self).items() if k != "load"}}
@@ -449,6 +452,47 @@ def warm_up(servers: dict[str, ServerProcess], events_file: Path, work_dir: Path
                p99_ms=1e6)
 
 
+def in_rounds(loads: Sequence[Load], rounds: int) -> list[Load]:
+    """Every load ``rounds`` times, every other round in reverse order, so that a slow phase of the machine does
+    not fall on the same rows each time."""
+    return [load for r in range(rounds) for load in (loads if r % 2 == 0 else list(reversed(loads)))]
+
+
+def merge_rounds(runs: Sequence[Measured]) -> list[Measured]:
+    """One row per load, in first-seen order: the median of its rounds for rates, latencies and CPU per event,
+    sums for counts, the worst for max and thresholds. Each round's events/s and p99 stay in ``rounds``."""
+    by_label: dict[str, list[Measured]] = {}
+    for m in runs:
+        by_label.setdefault(m.load.label, []).append(m)
+    merged = []
+    for ms in by_label.values():
+        if len(ms) == 1:
+            merged.append(ms[0])
+            continue
+
+        def median(name: str, ms: list[Measured] = ms) -> float:
+            return round(statistics.median(getattr(m, name) for m in ms), 4)
+
+        batch_sizes: dict[str, int] = {}
+        for m in ms:
+            for bound, count in m.batch_sizes.items():
+                batch_sizes[bound] = batch_sizes.get(bound, 0) + count
+        thresholds = [m.p99_threshold_ok for m in ms if m.p99_threshold_ok is not None]
+        merged.append(replace(
+            ms[0],
+            duration_s=round(sum(m.duration_s for m in ms), 2), events_scored=sum(m.events_scored for m in ms),
+            events_failed=sum(m.events_failed for m in ms), requests=sum(m.requests for m in ms),
+            events_per_s=median("events_per_s"), p50_ms=median("p50_ms"), p99_ms=median("p99_ms"),
+            max_ms=max(m.max_ms for m in ms), dropped_iterations=sum(m.dropped_iterations for m in ms),
+            cpu_s=round(sum(m.cpu_s for m in ms), 3), cpu_ms_per_event=median("cpu_ms_per_event"),
+            valkey_cpu_ms_per_event=median("valkey_cpu_ms_per_event"),
+            k6_cpu_ms_per_event=median("k6_cpu_ms_per_event"),
+            p99_threshold_ok=all(thresholds) if thresholds else None, batch_sizes=batch_sizes,
+            rounds=[{"events_per_s": m.events_per_s, "p99_ms": m.p99_ms} for m in ms],
+        ))
+    return merged
+
+
 def measure_all(start: Callable[[str, Path], dict[str, ServerProcess]], loads: Sequence[Load], events_file: Path,
                 duration_s: float, work_dir: Path) -> list[Measured]:
     """A valkey-server with the state library, the servers ``start(valkey_url, log_dir)`` returns, a warm-up, then
@@ -551,15 +595,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine()
     work_dir = Path(tempfile.mkdtemp(prefix="scorer-bench-", dir=CACHE))
     isolated = not args.shared_only and len(os.sched_getaffinity(0)) >= 2
-    runs = measure_all(lambda url, logs: start_servers(url, model_uri, logs), plan(args.quick, isolated),
-                       events_file, duration_s, work_dir)
+    rounds = args.rounds or (1 if args.quick else 2)
+    runs = merge_rounds(measure_all(lambda url, logs: start_servers(url, model_uri, logs),
+                                    in_rounds(plan(args.quick, isolated), rounds), events_file, duration_s, work_dir))
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if not args.keep_logs:
         shutil.rmtree(work_dir, ignore_errors=True)
     r = ratios(runs)
     return {
         "machine": info, "model_uri": model_uri, "events_file": str(events_file.relative_to(ROOT)),
-        "duration_s_per_load": duration_s, "quick": args.quick, "ratios": r, "goals": goals(r),
+        "duration_s_per_load": duration_s, "rounds": rounds, "quick": args.quick, "ratios": r, "goals": goals(r),
         "runs": [m.row() for m in runs],
         "notes": "Shared placement: k6 runs on the same cores as the servers and valkey. Isolated placement "
                  "(rows marked [isolated]): each server on a core of its own, k6 and valkey on the others. The "
@@ -580,7 +625,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gib']} GiB; {m['date']}; Python {m['python']}; "
         f"{m['k6']}; load average (1, 5, 15 min) {m['load_average_at_start']} at start, "
         f"{m.get('load_average_at_end')} at end.",
-        f"Each load ran {result['duration_s_per_load']:g} s{' (--quick)' if result['quick'] else ''}. "
+        f"Each load ran {result['duration_s_per_load']:g} s{' (--quick)' if result['quick'] else ''}"
+        f"{_rounds_text(result.get('rounds', 1))}. "
         f"Model: `{result['model_uri'].split('/')[-1]}`. Events: `{result['events_file']}`.",
         "",
         "Two placements (`perf/placement.py`). **Shared**: k6, valkey-server and the servers all run on every "
@@ -607,8 +653,8 @@ def markdown(result: dict[str, Any]) -> str:
         "## Runs",
         "",
         "| run | load | events/s | p50 ms | p99 ms | failed | dropped | server CPU ms/event | valkey CPU ms/event "
-        "| k6 CPU ms/event |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| k6 CPU ms/event | each round: events/s (closed), p99 ms (open) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in result["runs"]:
         load = Load(**{k: r[k] for k in ("label", "server", "scenario", "vus", "rate", "batch", "group")},
@@ -616,7 +662,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['label']} | {load.load_text} | {r['events_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['events_failed']} | {r['dropped_iterations']} | {r['cpu_ms_per_event']:.3f} "
-            f"| {r['valkey_cpu_ms_per_event']:.3f} | {r.get('k6_cpu_ms_per_event', float('nan')):.3f} |"
+            f"| {r['valkey_cpu_ms_per_event']:.3f} | {r.get('k6_cpu_ms_per_event', float('nan')):.3f} "
+            f"| {_rounds_cell(r)} |"
         )
     lines += ["", "## Micro-batch sizes (ours, batches per size range during each run)", ""]
     ours = [r for r in result["runs"] if r["batch_sizes"]]
@@ -628,6 +675,19 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Open-model runs: 'dropped' counts iterations k6 could not start because every VU was busy, i.e. "
               "the server fell behind the arrival rate.", ""]
     return "\n".join(lines)
+
+
+def _rounds_text(rounds: int) -> str:
+    if rounds <= 1:
+        return ""
+    return f", {rounds} rounds in alternating order; the tables give each load's median over its rounds"
+
+
+def _rounds_cell(row: dict[str, Any]) -> str:
+    rounds = row.get("rounds") or []
+    if row["scenario"] == "open":
+        return " / ".join(f"{x['p99_ms']:.2f}" for x in rounds)
+    return " / ".join(f"{x['events_per_s']:,.0f}" for x in rounds)
 
 
 def _cores_text(result: dict[str, Any]) -> str:
@@ -739,8 +799,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Measure hiddenstate's scorer against the naive baseline (gunicorn sync, GET/step/SET) in one "
         "run with k6: saturation throughput (single events, batch mode, micro-batching off), p50/p99 at 500 and "
         "1000 events/s, micro-batch sizes and CPU per event. Writes perf/results/scorer.{json,md,png}.",
-        epilog="A full run takes about 3-4 minutes, --quick about a minute. The first run without --model-uri "
-        "trains a quick model (~1 min) and caches it in perf/results/tmp/.",
+        epilog="A full run (two rounds of 20 loads, 15 s each) takes about 12 minutes, --quick (one round of 4 s "
+        "loads) about 2. The first run without --model-uri trains a quick model (~1 min) and caches it in "
+        "perf/results/tmp/.",
     )
     parser.add_argument("--duration", type=float, help="seconds per load (default: 15, or 4 with --quick)")
     parser.add_argument("--quick", action="store_true",
@@ -753,6 +814,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="days of the generated stream the load walks through (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help="folder for scorer.json, scorer.md, scorer.png (default: perf/results)")
+    parser.add_argument("--rounds", type=int,
+                        help="run every load this many times, alternating the order, and report medians "
+                        "(default: 2, or 1 with --quick)")
     parser.add_argument("--shared-only", action="store_true",
                         help="skip the isolated placement (each server on a core of its own, k6 and valkey-server "
                         "on the others); it is also skipped on a machine with one core")

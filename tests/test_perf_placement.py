@@ -236,3 +236,33 @@ def test_isolated_rows_repeat_shared_comparisons_under_their_own_labels() -> Non
         twin = shared[load.label.removesuffix(" [isolated]")] if load.batch == 1 else None
         if twin is not None:
             assert replace(twin, label=load.label, placement=ISOLATED) == load
+
+
+def test_rounds_alternate_their_order() -> None:
+    a, b, c = (scorer_bench.Load(x, "ours", "closed") for x in "abc")
+    assert [load.label for load in scorer_bench.in_rounds([a, b, c], 3)] == list("abccbaabc")
+    assert scorer_bench.in_rounds([a, b], 1) == [a, b]
+
+
+def test_merged_rounds_give_medians_sums_and_each_round() -> None:
+    load = scorer_bench.Load("ours at 1000/s", "ours", "open", rate=1000)
+    rounds = [replace(measured(load, eps, p99, cpu), dropped_iterations=drop, batch_sizes={"<=1": 10, "<=2": n})
+              for eps, p99, cpu, drop, n in ((1000, 4.0, 0.8, 0, 1), (990, 9.0, 0.9, 7, 2), (1000, 5.0, 1.0, 0, 3))]
+    other = measured(scorer_bench.Load("naive at 1000/s", "naive", "open", rate=1000), 900)
+
+    merged = scorer_bench.merge_rounds([rounds[0], other, rounds[1], rounds[2]])
+
+    assert [m.load.label for m in merged] == ["ours at 1000/s", "naive at 1000/s"]
+    ours = merged[0]
+    assert (ours.events_per_s, ours.p99_ms, ours.cpu_ms_per_event) == (1000, 5.0, 0.9)
+    assert ours.dropped_iterations == 7 and ours.events_scored == sum(m.events_scored for m in rounds)
+    assert ours.batch_sizes == {"<=1": 30, "<=2": 6}
+    assert [r["p99_ms"] for r in ours.rounds] == [4.0, 9.0, 5.0]
+    assert merged[1] is other  # a single round stays as measured
+
+
+def test_the_markdown_shows_each_round() -> None:
+    load = scorer_bench.Load("ours, single events", "ours", "closed")
+    row = scorer_bench.merge_rounds([measured(load, 2500), measured(load, 2600)])[0].row()
+    assert scorer_bench._rounds_cell(row) == "2,500 / 2,600"
+    assert scorer_bench._rounds_text(2).startswith(", 2 rounds in alternating order")
