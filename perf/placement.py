@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import psutil
 
-from functions.scorer.affinity import pin_threads
+from functions.scorer.affinity import allowed_cpus, pin_threads
 
 SHARED = "shared"
 ISOLATED = "isolated"
@@ -27,7 +27,7 @@ PLACEMENTS = (SHARED, ISOLATED)
 
 
 def all_cpus() -> set[int]:
-    return set(os.sched_getaffinity(0))
+    return set(allowed_cpus())
 
 
 def split_cpus(cpus: set[int] | None = None) -> tuple[set[int], set[int]]:

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from perf.machine import describe_machine
 from perf.models import publish_untrained_model
-from perf.placement import ISOLATED, SHARED, placed, split_cpus
+from perf.placement import ISOLATED, SHARED, all_cpus, placed, split_cpus
 from state_service.server import ValkeyServer, free_port
 
 log = logging.getLogger("perf.scorer_bench")
@@ -594,7 +594,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events_file = event_stream(args.days)
     info = machine()
     work_dir = Path(tempfile.mkdtemp(prefix="scorer-bench-", dir=CACHE))
-    isolated = not args.shared_only and len(os.sched_getaffinity(0)) >= 2
+    isolated = not args.shared_only and len(all_cpus()) >= 2
     rounds = args.rounds or (1 if args.quick else 2)
     runs = merge_rounds(measure_all(lambda url, logs: start_servers(url, model_uri, logs),
                                     in_rounds(plan(args.quick, isolated), rounds), events_file, duration_s, work_dir))
