@@ -4,7 +4,9 @@ It starts a valkey-server, our scorer (``python -m functions.scorer``), the same
 (``SCORER_MICROBATCH=0``) and the naive baseline (``python -m perf.baselines.naive_scorer``, gunicorn sync workers),
 all on one model and one fresh server. k6 (``scripts/k6/score.js``) then measures, one load at a time:
 
-- throughput at saturation, closed model (32 VUs), single-event requests: ours, ours without micro-batching, naive;
+- throughput at saturation, closed model, single-event requests: ours, ours without micro-batching, naive at 32 VUs,
+  and a sweep (16, 32, 64 and 128 VUs) of naive and of the configurations of ours the goal compares; each server's
+  saturation is its peak over the sweep;
 - batch mode (``BATCH=64`` per request) events/s, against naive single-event requests;
 - p50 and p99 at constant arrival rates of 500 and 1000 events/s, ours and naive;
 - the micro-batch size distribution during each run of ours (the ``scorer_batch_size`` histogram of ``/metrics``);
@@ -70,6 +72,14 @@ HTTP_FLOOR = "HTTP floor: our server, no work (reference)"
 # configuration the shared placement's goals are judged on (functions/scorer/affinity.py says why).
 PINNED_SINGLE = "ours (pinned), single events"
 PINNED_AT_1000 = "ours (pinned) at 1000/s"
+TWO_WORKERS_SINGLE = "ours (2 workers), single events"
+NAIVE_SINGLE = "naive, single events"
+# Saturation is a server's peak over a sweep of closed-model concurrency: the rows above run 32 VUs, and these
+# levels are added for the servers the saturation goal compares. Micro-batching gains from concurrency (more
+# requests in flight make bigger micro-batches) where the naive baseline's two sync workers are busy at any of them,
+# so one fixed level would measure one server at its peak and the other below it.
+SWEEP_VUS = (16, 64, 128)
+SWEPT = {SHARED: (NAIVE_SINGLE, PINNED_SINGLE, TWO_WORKERS_SINGLE), ISOLATED: (NAIVE_SINGLE, "ours, single events")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -336,13 +346,13 @@ def batch_size_distribution(before: dict[str, float], after: dict[str, float]) -
 def plan(quick: bool, isolated: bool = True) -> list[Load]:
     loads = [
         Load("ours, single events", "ours", "closed", vus=32, group="saturation"),
-        Load("naive, single events", "naive", "closed", vus=32, group="saturation"),
+        Load(NAIVE_SINGLE, "naive", "closed", vus=32, group="saturation"),
         Load(PINNED_SINGLE, "ours_pinned", "closed", vus=32, group="saturation"),
         # No scoring at all: the ceiling the server and k6 leave on this machine (perf/baselines/http_floor.py).
         Load(HTTP_FLOOR, "http_floor", "closed", vus=32, group="reference"),
         Load("ours, micro-batching off", "ours_no_microbatch", "closed", vus=32, group="saturation"),
         # The naive baseline runs one gunicorn worker per core; this row gives ours the same two processes.
-        Load("ours (2 workers), single events", "ours_2_workers", "closed", vus=32, group="saturation"),
+        Load(TWO_WORKERS_SINGLE, "ours_2_workers", "closed", vus=32, group="saturation"),
         Load("ours, batch mode (64 per request)", "ours", "closed", vus=8, batch=64, group="batch"),
         Load("ours (2 workers), batch mode (256 per request)", "ours_2_workers", "closed", vus=8, batch=256,
              group="batch"),
@@ -353,9 +363,23 @@ def plan(quick: bool, isolated: bool = True) -> list[Load]:
     # One process per core, as the baseline has: the same 1000/s spread over two micro-batchers.
     loads += [Load("ours (2 workers) at 1000/s", "ours_2_workers", "open", rate=1000, group="rate1000"),
               Load(PINNED_AT_1000, "ours_pinned", "open", rate=1000, group="rate1000")]
+    loads += sweep(loads, SHARED)
     if isolated:
         loads += isolated_plan()
     return loads
+
+
+def sweep(loads: Sequence[Load], placement: str) -> list[Load]:
+    """The saturation sweep's extra rows (``SWEEP_VUS``) for the swept 32-VU rows of ``loads``."""
+    by_label = {load.label: load for load in loads}
+    name = _placement_label(placement)
+    return [replace(by_label[name(base)], label=name(at_vus(base, vus)), vus=vus, group="sweep")
+            for base in SWEPT[placement] for vus in SWEEP_VUS]
+
+
+def at_vus(label: str, vus: int) -> str:
+    """A sweep row's label; the 32-VU rows keep their plain labels."""
+    return label if vus == 32 else f"{label}, {vus} VUs"
 
 
 def isolated_plan() -> list[Load]:
@@ -365,13 +389,14 @@ def isolated_plan() -> list[Load]:
     computes)."""
     rows = [
         Load("ours, single events", "ours", "closed", vus=32, group="saturation"),
-        Load("naive, single events", "naive", "closed", vus=32, group="saturation"),
+        Load(NAIVE_SINGLE, "naive", "closed", vus=32, group="saturation"),
         Load(HTTP_FLOOR, "http_floor", "closed", vus=32, group="reference"),
         Load("ours, batch mode (256 per request)", "ours", "closed", vus=8, batch=256, group="batch"),
         Load("ours at 1000/s", "ours", "open", rate=1000, group="rate1000"),
         Load("naive at 1000/s", "naive", "open", rate=1000, group="rate1000"),
     ]
-    return [replace(load, label=isolated_label(load.label), placement=ISOLATED) for load in rows]
+    isolated = [replace(load, label=isolated_label(load.label), placement=ISOLATED) for load in rows]
+    return isolated + sweep(isolated, ISOLATED)
 
 
 def placement_cores() -> dict[str, list[int]]:
@@ -381,6 +406,10 @@ def placement_cores() -> dict[str, list[int]]:
 
 def isolated_label(label: str) -> str:
     return f"{label} [isolated]"
+
+
+def _placement_label(placement: str) -> Callable[[str], str]:
+    return isolated_label if placement == ISOLATED else str
 
 
 def machine() -> dict[str, Any]:
@@ -523,11 +552,10 @@ def ratios(runs: list[Measured]) -> dict[str, Any]:
     by = {m.load.label: m for m in runs}
     out = _placement_ratios(by, runs, SHARED, PINNED_SINGLE, PINNED_AT_1000, lambda label: label)
     out.update({
-        "saturation_single_ours_unpinned_over_naive": _ratio(by, "ours, single events", "naive, single events"),
+        "saturation_single_ours_unpinned_over_naive": _ratio(by, "ours, single events", NAIVE_SINGLE),
         "p99_ms_at_1000_ours_unpinned": by["ours at 1000/s"].p99_ms,
         "microbatch_on_over_off": _ratio(by, "ours, single events", "ours, micro-batching off"),
-        "saturation_single_ours_2_workers_over_naive": _ratio(by, "ours (2 workers), single events",
-                                                              "naive, single events"),
+        "saturation_single_ours_2_workers_over_naive": _ratio(by, TWO_WORKERS_SINGLE, NAIVE_SINGLE),
         "p99_ms_at_500_ours_over_naive": round(by["ours at 500/s"].p99_ms / by["naive at 500/s"].p99_ms, 3),
         "p99_ms_at_1000_ours_2_workers": by["ours (2 workers) at 1000/s"].p99_ms,
     })
@@ -544,25 +572,44 @@ def _ratio(by: dict[str, Measured], a: str, b: str) -> float:
     return round(x / y, 2) if y else float("nan")
 
 
+def saturation_peaks(runs: Sequence[Measured], placement: str, ours_single: str) -> tuple[Measured, Measured]:
+    """(ours, naive) at saturation in ``placement``: for each, the single-event closed-model row with the most
+    events/s over every concurrency measured. Ours is any swept configuration of ours, or ``ours_single``'s."""
+    rows = [m for m in runs if m.load.placement == placement and m.load.group in ("saturation", "sweep")]
+    swept = {m.load.server for m in rows if m.load.group == "sweep" or m.load.label == ours_single}
+
+    def events_per_s(m: Measured) -> float:
+        return m.events_per_s
+
+    naive = max((m for m in rows if m.load.server == "naive"), key=events_per_s)
+    ours = max((m for m in rows if m.load.server in swept - {"naive"}), key=events_per_s)
+    return ours, naive
+
+
 def _placement_ratios(by: dict[str, Measured], runs: list[Measured], placement: str, ours_single: str,
                       ours_at_1000: str, label: Callable[[str], str]) -> dict[str, Any]:
-    ours, naive = by[ours_single], by[label("naive, single events")]
+    ours, naive = saturation_peaks(runs, placement, ours_single)
     best_batch = max((m for m in runs if m.load.group == "batch" and m.load.placement == placement),
                      key=lambda m: m.events_per_s)
     p99_1000 = by[ours_at_1000].p99_ms
+    naive_32 = label(NAIVE_SINGLE)
     return {
-        "saturation_single_run": ours_single,
+        "saturation_single_run": ours.load.label,
+        "saturation_naive_run": naive.load.label,
         "p99_at_1000_run": ours_at_1000,
         "saturation_single_ours_over_naive": _ratio(by, ours.load.label, naive.load.label),
+        "single_at_32_vus_ours_over_naive": _ratio(by, ours_single, naive_32),
         # Events per CPU second, which no neighbour on the machine can inflate: how much cheaper an event is.
         "saturation_cpu_per_event_naive_over_ours": round(naive.cpu_ms_per_event / ours.cpu_ms_per_event, 2)
         if ours.cpu_ms_per_event else float("nan"),
+        # Batch mode against naive at saturation, its best concurrency.
         "batch_mode_ours_over_naive_single": _ratio(by, best_batch.load.label, naive.load.label),
         "batch_mode_best_run": best_batch.load.label,
         "p99_ms_at_1000_ours": p99_1000,
         "p99_ms_at_1000_ours_over_naive": round(p99_1000 / by[label("naive at 1000/s")].p99_ms, 3),
-        "http_floor_over_naive": _ratio(by, label(HTTP_FLOOR), naive.load.label),
-        "ours_share_of_http_floor": _ratio(by, ours.load.label, label(HTTP_FLOOR)),
+        # The floor runs 32 VUs: it is compared with the 32-VU rows.
+        "http_floor_over_naive": _ratio(by, label(HTTP_FLOOR), naive_32),
+        "ours_share_of_http_floor": _ratio(by, ours_single, label(HTTP_FLOOR)),
     }
 
 
@@ -578,13 +625,19 @@ def _placement_goals(r: dict[str, Any], placement: str, prefix: str) -> list[dic
     p99 = r[f"{prefix}p99_ms_at_1000_ours"]
     return [
         {"placement": placement, "goal": f">= {GOAL_SATURATION_RATIO:g}x naive at saturation, single events",
-         "reached": f"{saturation}x ({r[f'{prefix}saturation_single_run']})",
+         "reached": f"{saturation}x ({_saturation_runs_text(r, prefix)})",
          "met": saturation >= GOAL_SATURATION_RATIO},
         {"placement": placement, "goal": f">= {GOAL_BATCH_RATIO:g}x naive in events/s with batch mode",
          "reached": f"{batch}x ({r[f'{prefix}batch_mode_best_run']})", "met": batch >= GOAL_BATCH_RATIO},
         {"placement": placement, "goal": f"p99 <= {GOAL_P99_MS_AT_1000:g} ms at 1000 events/s",
          "reached": f"{p99} ms ({r[f'{prefix}p99_at_1000_run']})", "met": p99 <= GOAL_P99_MS_AT_1000},
     ]
+
+
+def _saturation_runs_text(r: dict[str, Any], prefix: str) -> str:
+    naive = r.get(f"{prefix}saturation_naive_run")  # absent from results written before the sweep
+    ours = r[f"{prefix}saturation_single_run"]
+    return f"{ours} over {naive}" if naive else ours
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -636,8 +689,10 @@ def markdown(result: dict[str, Any]) -> str:
         "other runs.",
         "",
         "Rows marked (pinned) run with `SCORER_PIN_WORKERS=on`: the worker process, all its threads, on one core. "
-        "The shared goals are judged on them. The (2 workers) rows are pinned too, one worker per core, by the "
-        "default (`auto`: as many workers as cores). The other rows of ours are the default, unpinned.",
+        "The (2 workers) rows are pinned too, one worker per core, by the default (`auto`: as many workers as "
+        "cores). The other rows of ours are the default, unpinned. The saturation goal compares peaks over the "
+        "concurrency sweep below (naive against the pinned and the 2-worker scorer, shared; naive against ours, "
+        "isolated); the shared p99 goal is judged on the pinned scorer.",
         "",
         "## Goals",
         "",
@@ -646,7 +701,8 @@ def markdown(result: dict[str, Any]) -> str:
         *(f"| {g.get('placement', SHARED)} | {g['goal']} | {g['reached']} | {'yes' if g['met'] else 'no'} |"
           for g in result["goals"]),
         "",
-        f"Micro-batching on / off at saturation: {result['ratios']['microbatch_on_over_off']}x.",
+        *sweep_lines(result),
+        f"Micro-batching on / off at 32 VUs: {result['ratios']['microbatch_on_over_off']}x.",
         "",
         *cpu_note(result["ratios"]),
         *http_floor_note(result),
@@ -675,6 +731,37 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Open-model runs: 'dropped' counts iterations k6 could not start because every VU was busy, i.e. "
               "the server fell behind the arrival rate.", ""]
     return "\n".join(lines)
+
+
+def sweep_lines(result: dict[str, Any]) -> list[str]:
+    """The saturation sweep as a table: events/s (p99) of each swept server at each concurrency, peaks in bold."""
+    runs = {r["label"]: r for r in result["runs"]}
+    levels = sorted({32, *SWEEP_VUS})
+    rows = []
+    for placement in (SHARED, ISOLATED):
+        name = _placement_label(placement)
+        for base in SWEPT[placement]:
+            cells = [runs.get(name(at_vus(base, vus))) for vus in levels]
+            if not any(cell and cell["group"] == "sweep" for cell in cells):
+                continue
+            peak = max(cell["events_per_s"] for cell in cells if cell)
+            rows.append(f"| {placement} | {base} | " + " | ".join(_sweep_cell(cell, peak) for cell in cells) + " |")
+    if not rows:
+        return []
+    return [
+        "## Saturation: single events by concurrency (closed model)", "",
+        "Events/s (p99 ms) at each number of k6 VUs. Each server's saturation is its peak (bold); the goals "
+        "compare peaks, each server at the concurrency that suits it best.", "",
+        "| placement | server | " + " | ".join(f"{vus} VUs" for vus in levels) + " |",
+        "| --- | --- |" + " ---: |" * len(levels), *rows, "",
+    ]
+
+
+def _sweep_cell(row: dict[str, Any] | None, peak: float) -> str:
+    if row is None:
+        return ""
+    text = f"{row['events_per_s']:,.0f}"
+    return f"**{text}** ({row['p99_ms']:.1f})" if row["events_per_s"] == peak else f"{text} ({row['p99_ms']:.1f})"
 
 
 def _rounds_text(rounds: int) -> str:
@@ -710,10 +797,10 @@ def http_floor_note(result: dict[str, Any]) -> list[str]:
     r = result["ratios"]
     if "http_floor_over_naive" not in r:  # results written before the reference row existed
         return []
-    lines = [f"HTTP floor (the same granian settings around an app that does no work, same 32 VUs): "
-             f"{r['http_floor_over_naive']}x naive. Ours at saturation reached {r['ours_share_of_http_floor']:.0%} "
-             "of it: what ours falls short of the floor is its own work per event (parsing, state, model), not the "
-             "server's or k6's."]
+    lines = [f"HTTP floor (the same granian settings around an app that does no work, 32 VUs): "
+             f"{r['http_floor_over_naive']}x naive at 32 VUs. Ours at 32 VUs reached "
+             f"{r['ours_share_of_http_floor']:.0%} of it: what ours falls short of the floor is its own work per "
+             "event (parsing, state, model), not the server's or k6's."]
     runs = {run["label"]: run for run in result["runs"]}
     shared, pinned = runs.get("ours, single events"), runs.get(PINNED_SINGLE)
     isolated = runs.get(isolated_label("ours, single events"))
@@ -733,7 +820,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = {r["label"]: r for r in result["runs"]}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 5.2), gridspec_kw={"width_ratios": [1.7, 1]})
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(21, 5.4), gridspec_kw={"width_ratios": [1.7, 1, 1]})
     bars_spec = [  # (run label, tick label, colour)
         ("naive, single events", "naive\n(gunicorn sync,\n2 workers)", "#999999"),
         (HTTP_FLOOR, "HTTP floor\n(no work;\nreference)", "#dddddd"),
@@ -754,8 +841,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     left.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
     left.set_xticks(range(len(bars_spec)), [tick for _, tick, _ in bars_spec], fontsize=7)
     left.set_ylabel("events/s")
-    left.set_title("Throughput at saturation (closed model)")
+    left.set_title("Throughput, closed model (32 VUs; batch mode 8 VUs)")
     left.set_yscale("log")
+    plot_sweep(middle, runs)
     width = 0.2
     groups = [("ours at 500/s", "naive at 500/s", "500 events/s"),
               ("ours at 1000/s", "naive at 1000/s", "1000 events/s")]
@@ -783,6 +871,28 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_sweep(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
+    """Events/s against k6 VUs for each swept server: solid shared, dashed isolated."""
+    colours = {NAIVE_SINGLE: "#999999", PINNED_SINGLE: "#1f77b4", TWO_WORKERS_SINGLE: "#0b3d91",
+               "ours, single events": "#1f77b4"}
+    levels = sorted({32, *SWEEP_VUS})
+    for placement, style in ((SHARED, "-"), (ISOLATED, "--")):
+        name = _placement_label(placement)
+        for base in SWEPT[placement]:
+            points = [(vus, runs[name(at_vus(base, vus))]["events_per_s"]) for vus in levels
+                      if name(at_vus(base, vus)) in runs]
+            if len(points) > 1:
+                ax.plot(*zip(*points, strict=True), style, marker="o", color=colours[base],
+                        label=base.removesuffix(", single events") + (" [isolated]" if placement == ISOLATED else ""))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [str(vus) for vus in levels])
+    ax.set_xlabel("k6 VUs (requests in flight)")
+    ax.set_ylabel("events/s")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Saturation: single events by concurrency")
+    ax.legend(fontsize=8)
+
+
 def print_table(result: dict[str, Any]) -> None:
     width = max(len(r["label"]) for r in result["runs"])
     print(f"{'run':{width}} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'CPU ms/ev':>10}")
@@ -799,8 +909,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Measure hiddenstate's scorer against the naive baseline (gunicorn sync, GET/step/SET) in one "
         "run with k6: saturation throughput (single events, batch mode, micro-batching off), p50/p99 at 500 and "
         "1000 events/s, micro-batch sizes and CPU per event. Writes perf/results/scorer.{json,md,png}.",
-        epilog="A full run (two rounds of 20 loads, 15 s each) takes about 12 minutes, --quick (one round of 4 s "
-        "loads) about 2. The first run without --model-uri trains a quick model (~1 min) and caches it in "
+        epilog="A full run (two rounds of 35 loads, 15 s each) takes about 20 minutes, --quick (one round of 4 s "
+        "loads) about 3. The first run without --model-uri trains a quick model (~1 min) and caches it in "
         "perf/results/tmp/.",
     )
     parser.add_argument("--duration", type=float, help="seconds per load (default: 15, or 4 with --quick)")
