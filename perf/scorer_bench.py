@@ -408,8 +408,13 @@ def isolated_label(label: str) -> str:
     return f"{label} [isolated]"
 
 
+def shared_label(label: str) -> str:
+    return label
+
+
 def _placement_label(placement: str) -> Callable[[str], str]:
-    return isolated_label if placement == ISOLATED else str
+    """How a placement names its rows: the isolated ones carry a suffix."""
+    return isolated_label if placement == ISOLATED else shared_label
 
 
 def machine() -> dict[str, Any]:
@@ -550,7 +555,7 @@ def ratios(runs: list[Measured]) -> dict[str, Any]:
     """Ratios within one run: the shared placement's under their plain names, the isolated placement's (when it
     was measured) prefixed ``isolated_``."""
     by = {m.load.label: m for m in runs}
-    out = _placement_ratios(by, runs, SHARED, PINNED_SINGLE, PINNED_AT_1000, lambda label: label)
+    out = _placement_ratios(by, runs, SHARED, PINNED_SINGLE, PINNED_AT_1000, shared_label)
     out.update({
         "saturation_single_ours_unpinned_over_naive": _ratio(by, "ours, single events", NAIVE_SINGLE),
         "p99_ms_at_1000_ours_unpinned": by["ours at 1000/s"].p99_ms,
