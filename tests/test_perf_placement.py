@@ -222,6 +222,17 @@ def test_saturation_ignores_configurations_outside_the_sweep() -> None:
     assert r["saturation_single_run"] == "ours (2 workers), single events, 128 VUs"
 
 
+def test_without_the_sweep_saturation_is_the_32_vu_comparison() -> None:
+    runs = [m for m in synthetic_runs() if m.load.group != "sweep"]
+
+    r = scorer_bench.ratios(runs)
+
+    assert r["saturation_single_ours_over_naive"] == r["single_at_32_vus_ours_over_naive"] == 3.9
+    assert r["saturation_single_run"] == scorer_bench.PINNED_SINGLE
+    assert r["isolated_saturation_single_ours_over_naive"] == 4.5
+    assert scorer_bench.sweep_lines({"runs": [m.row() for m in runs]}) == []
+
+
 def test_goals_are_judged_per_placement() -> None:
     goals = scorer_bench.goals(scorer_bench.ratios(synthetic_runs()))
 
