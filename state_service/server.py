@@ -124,6 +124,9 @@ class ValkeyServer:
         return self.data_dir / "valkey.log"
 
     def start(self) -> ValkeyServer:
+        """Start valkey-server and wait until it answers; a server already running is left as it is."""
+        if self.is_running():
+            return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         attempts = 1 if self._fixed_port else 3  # a free port can be taken between probing and binding
         for attempt in range(1, attempts + 1):
@@ -167,7 +170,9 @@ class ValkeyServer:
                 if self._process is None or self._process.poll() is not None:
                     raise StateUnavailable(f"valkey-server exited during start-up:\n{self.log_tail()}")
                 try:
-                    if client.ping():
+                    # Our own process, not another server on the same port: a fixed port that is taken makes this
+                    # one exit, and a ping alone could be answered by the other server until it does.
+                    if client.ping() and int(client.info("server")["process_id"]) == self._process.pid:
                         return
                 except (valkey.exceptions.ConnectionError, valkey.exceptions.TimeoutError):
                     pass  # not listening yet, or still loading the AOF (BusyLoadingError is a ConnectionError)

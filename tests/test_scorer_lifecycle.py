@@ -67,7 +67,7 @@ def test_readiness_stays_false_until_valkey_is_there(start_scorer, tmp_path: Pat
     _poll(lambda: _readiness(scorer.url) == 503, what="the scorer to answer 503 on readiness")
     assert requests.get(f"{scorer.url}/health/liveness", timeout=2).status_code == 200
     assert _post(scorer.url, _message()).status_code == 503
-    with server.start(), StateStore(server.admin_url) as admin:
+    with server, StateStore(server.admin_url) as admin:
         admin.ensure_library()
         _poll(lambda: _readiness(scorer.url) == 200, what="readiness once valkey is up")
         assert _post(scorer.url, _message()).status_code == 200

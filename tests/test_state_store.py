@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 import valkey
 
@@ -353,3 +354,26 @@ def test_one_key_twice_in_a_batch_is_applied_in_order_never_overwriting_itself(
     assert [r.outcome for r in results] == [Outcome.APPLIED, Outcome.CONFLICT]
     assert results[1].version == 1
     assert state_store.read_many([key])[0].version == 1
+
+
+def test_a_server_started_twice_is_one_server_and_stops_once(tmp_path) -> None:
+    server = ValkeyServer(tmp_path / "valkey").start()
+    try:
+        first = server.pid
+        with server:  # __enter__ starts it again: the running server is kept, not a second one
+            assert server.pid == first
+            assert valkey.Valkey.from_url(server.admin_url).ping()
+        assert not server.is_running()
+        assert not psutil.pid_exists(first)
+    finally:
+        server.stop()
+
+
+def test_a_fixed_port_taken_by_another_server_is_refused_not_adopted(tmp_path) -> None:
+    with ValkeyServer(tmp_path / "first") as first:
+        second = ValkeyServer(tmp_path / "second", port=first.port, start_timeout_s=5.0)
+        # The other server answers on that port; the second process cannot bind it and exits.
+        with pytest.raises(StateUnavailable, match="exited during start-up"):
+            second.start()
+        assert not second.is_running()
+        assert first.is_running() and valkey.Valkey.from_url(first.admin_url).ping()
