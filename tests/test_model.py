@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from functions.model import EntityContext, EventColumns, FeatureSpec, FraudGRU, encode_features, round_state
@@ -92,3 +93,22 @@ def test_compiled_step_equals_the_eager_step():
         assert torch.allclose(eager.scores, compiled.scores, atol=1e-6)
         assert torch.allclose(eager.card_states, compiled.card_states, atol=1e-6)
         assert torch.allclose(eager.merchant_states, compiled.merchant_states, atol=1e-6)
+
+
+def test_the_channel_block_is_the_one_hot_of_every_channel_and_stays_out_of_packages():
+    model = FraudGRU(FeatureSpec())
+    codes = torch.arange(model.encoder.channels)
+    features = encode_features(_random_events(len(codes)), EntityContext.unseen(len(codes)),
+                               EntityContext.unseen(len(codes)), model.spec)
+    features = type(features)(features.event_numeric, codes, features.mcc, features.country,
+                              features.card_numeric, features.merchant_numeric)
+
+    event = model.encoder(features)
+
+    numeric = features.event_numeric.shape[1]
+    expected = torch.nn.functional.one_hot(codes, model.encoder.channels).to(torch.float32)
+    assert torch.equal(event[:, numeric:numeric + model.encoder.channels], expected)
+    assert "encoder.channel_rows" not in model.state_dict()
+    with pytest.raises(IndexError):  # a code past the last channel is refused, as one_hot refuses it
+        model.encoder(type(features)(features.event_numeric, codes + model.encoder.channels, features.mcc,
+                                     features.country, features.card_numeric, features.merchant_numeric))
