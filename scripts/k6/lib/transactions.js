@@ -85,10 +85,18 @@ let position = 0;
 // The next `count` events of this VU's slice as { event, id }: `id` is run-unique, so a repeated run (or a VU going
 // round its slice again) sends new events, not redeliveries.
 export function nextEvents(events, count, runId) {
-  const out = [];
+  return nextPositions(events, count, runId).map(({ index, suffix }) => ({
+    event: events[index],
+    id: events[index].id + suffix,
+  }));
+}
+
+// The same walk as positions in the slice and the suffix that makes each event's id run-unique, for callers that
+// build the request from pre-rendered parts of each event.
+export function nextPositions(events, count, runId) {
+  const out = new Array(count);
   for (let k = 0; k < count; k++) {
-    const event = events[position % events.length];
-    out.push({ event, id: `${event.id}-${runId}-${Math.floor(position / events.length)}` });
+    out[k] = { index: position % events.length, suffix: `-${runId}-${Math.floor(position / events.length)}` };
     position += 1;
   }
   return out;
