@@ -147,7 +147,8 @@ def process_tree_cpu_seconds(pid: int) -> float:
     for p in processes:
         try:
             times = p.cpu_times()
-            total += times.user + times.system
+            # Reaped children count too: valkey-server's AOF rewrites run in short-lived forks.
+            total += times.user + times.system + times.children_user + times.children_system
         except psutil.NoSuchProcess:
             pass
     return total
