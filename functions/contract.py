@@ -308,9 +308,10 @@ def _optional_channel(data: Mapping[str, Any]) -> str | None:
 
 
 def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    if data.keys() <= allowed:
+        return
     unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InvalidData(f"unknown field '{unknown[0]}'", unknown[0])
+    raise InvalidData(f"unknown field '{unknown[0]}'", unknown[0])
 
 
 _TRANSACTION_FIELDS = frozenset({"card_id", "merchant_id", "amount", "currency", "mcc", "channel", "country"})

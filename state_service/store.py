@@ -250,9 +250,10 @@ class StateStore:
                                    [u.context for u in updates], self.hidden_size)
         except InvalidEntry as error:
             raise InvalidStateRequest(f"{updates[error.index].key}: {error}") from None
+        digests: dict[str, bytes] = {}  # an event usually updates two entities: its card and its merchant
         for update, value in zip(updates, values, strict=True):
             keys += [update.key.state_key, update.key.dedupe_key(bucket), update.key.dedupe_key(bucket - 1)]
-            args += _update_args(update, value)
+            args += _update_args(update, value, digests)
         try:
             with self._calling("compare_and_set_many"):
                 replies = self._client.fcall(CAS_FUNCTION, len(keys), *keys, *args)
@@ -420,10 +421,14 @@ def _check_update(update: StateUpdate) -> None:
         raise InvalidStateRequest(f"{update.key}: an update lists the same event twice")
 
 
-def _update_args(update: StateUpdate, value: bytes) -> list[bytes | int]:
+def _update_args(update: StateUpdate, value: bytes, digests: dict[str, bytes]) -> list[bytes | int]:
+    """The library's arguments for one update; ``digests`` caches event digests across the updates of a call."""
     args: list[bytes | int] = [update.expected_version, len(update.events), value]
     for offset, event in enumerate(update.events, start=1):
-        args += [event_digest(event.event_key), encode_applied(update.expected_version + offset, event.receipt)]
+        digest = digests.get(event.event_key)
+        if digest is None:
+            digest = digests[event.event_key] = event_digest(event.event_key)
+        args += (digest, encode_applied(update.expected_version + offset, event.receipt))
     return args
 
 

@@ -18,7 +18,14 @@ from state_service.codec import (
     event_digest,
 )
 from state_service.errors import InvalidStateRequest, StateCorrupt
-from state_service.keys import STATE_KEY_LENGTH, EntityKey, check_state_key, namespace_tag, state_key_pattern
+from state_service.keys import (
+    STATE_KEY_LENGTH,
+    EntityKey,
+    EntityKeys,
+    check_state_key,
+    namespace_tag,
+    state_key_pattern,
+)
 
 
 def test_entity_key_is_hash_tagged_so_state_and_dedupe_share_a_slot() -> None:
@@ -72,6 +79,33 @@ def test_anything_but_a_state_key_is_refused(key: object) -> None:
 def test_invalid_entity_keys_are_refused_with_a_clear_error(namespace: str, entity_type: str, entity_id: str) -> None:
     with pytest.raises(InvalidStateRequest):
         EntityKey(namespace, entity_type, entity_id)
+
+
+def test_key_cache_gives_the_key_entity_key_builds_and_builds_it_once() -> None:
+    cache = EntityKeys("fraud-gru@v3")
+    key = cache.get("merchant", "m-1")
+    assert key == EntityKey("fraud-gru@v3", "merchant", "m-1")
+    assert key.state_key == EntityKey("fraud-gru@v3", "merchant", "m-1").state_key
+    assert cache.get("merchant", "m-1") is key
+    assert cache.get("card", "m-1") != key  # the same id of another type is another entity
+
+
+def test_key_cache_stays_within_its_limit_and_keeps_answering() -> None:
+    cache = EntityKeys("ns", limit=3)
+    keys = [cache.get("card", f"c{i}") for i in range(10)]
+    assert all(len(known) <= 3 for known in cache._by_type.values())
+    assert [cache.get("card", f"c{i}") for i in range(10)] == keys
+
+
+@pytest.mark.parametrize(("entity_type", "entity_id"), [("account", "a1"), ("card", ""), ("card", "x" * 129)])
+def test_key_cache_refuses_what_entity_key_refuses(entity_type: str, entity_id: str) -> None:
+    with pytest.raises(InvalidStateRequest):
+        EntityKeys("ns").get(entity_type, entity_id)
+
+
+def test_key_cache_refuses_a_bad_namespace_at_once() -> None:
+    with pytest.raises(InvalidStateRequest):
+        EntityKeys("")
 
 
 def test_scan_pattern_matches_state_keys_of_its_namespace_only() -> None:

@@ -22,6 +22,7 @@ from functions.model import EntityContext, events_from_transactions, pack_contex
 from functions.model.features import EventColumns, encode_features
 from functions.model.package import Predictor
 from state_service.errors import ConflictRetriesExhausted
+from state_service.keys import EntityKeys
 from state_service.store import AppliedEvent, EntityKey, EntityState, Outcome, StateStore, StateUpdate
 
 _RECEIPT = struct.Struct("<fI")  # the score and the entity's seq after the event: what a redelivery gets back
@@ -75,6 +76,7 @@ class ScoringCore:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.hidden_size = predictor.spec.hidden_size
+        self._keys = EntityKeys(predictor.namespace)
 
     def score(self, transactions: Sequence[Transaction]) -> tuple[list[Score], BatchStats]:
         stats = BatchStats(size=len(transactions))
@@ -102,14 +104,19 @@ class ScoringCore:
         return out, stats
 
     def _score_unique(self, transactions: Sequence[Transaction], stats: BatchStats) -> list[Score]:
-        namespace = self.predictor.namespace
-        index: dict[EntityKey, int] = {}
+        entity_key = self._keys.get
+        index: dict[str, int] = {}  # by state key: a str caches its hash, an EntityKey would hash three fields
+        keys: list[EntityKey] = []
         slots: list[tuple[int, int]] = []
         for t in transactions:
-            card = index.setdefault(EntityKey(namespace, CARD, t.card_id), len(index))
-            merchant = index.setdefault(EntityKey(namespace, MERCHANT, t.merchant_id), len(index))
-            slots.append((card, merchant))
-        keys = list(index)
+            pair = []
+            for key in (entity_key(CARD, t.card_id), entity_key(MERCHANT, t.merchant_id)):
+                slot = index.get(key.state_key)
+                if slot is None:
+                    slot = index[key.state_key] = len(keys)
+                    keys.append(key)
+                pair.append(slot)
+            slots.append((pair[0], pair[1]))
         entities = [_Entity(key, state, []) for key, state in zip(keys, self.store.read_many(keys), strict=True)]
         for i, (card, merchant) in enumerate(slots):
             entities[card].events.append(i)
@@ -122,7 +129,7 @@ class ScoringCore:
             fold = self._fold(entities, slots, events, stats)
             pending = []
             for slot, entity in enumerate(entities):
-                if not entity.done and not any(self._absorbs(entity, i) for i in entity.events):
+                if not entity.done and entity.applied_before and all(i in entity.applied_before for i in entity.events):
                     entity.done = True  # every event of this entity was applied before: nothing to write
                 if not entity.done:
                     pending.append(slot)
@@ -234,11 +241,12 @@ class ScoringCore:
         for slot in pending:
             entity = entities[slot]
             receipt = receipts[entity.key.entity_type]
+            before = entity.applied_before
             updates.append(StateUpdate(
                 key=entity.key,
                 expected_version=entity.state.version,
                 events=tuple(AppliedEvent(event_keys[i], receipt[i]) for i in entity.events
-                             if self._absorbs(entity, i)),
+                             if not before or i not in before),
                 last_event_time=last_time[slot],
                 hidden=hidden[slot],
                 context=pack_context(channel[slot], country[slot]),
@@ -260,17 +268,19 @@ class ScoringCore:
 
     def _scores(self, transactions: Sequence[Transaction], slots: list[tuple[int, int]], entities: list[_Entity],
                 fold: _Fold) -> list[Score]:
+        redelivered = any(e.applied_before for e in entities)
+        version = self.predictor.namespace
         out = []
-        for i, t in enumerate(transactions):
-            before = [entities[s].applied_before[i] for s in slots[i] if not self._absorbs(entities[s], i)]
+        # Arrays become Python values once per batch: numpy scalar indexing per event cost more than the rest.
+        for i, (t, score, card_seq, merchant_seq) in enumerate(zip(
+                transactions, fold.scores.tolist(), fold.card_seq.tolist(), fold.merchant_seq.tolist(), strict=True)):
+            before = [entities[s].applied_before[i] for s in slots[i]
+                      if not self._absorbs(entities[s], i)] if redelivered else []
             # A redelivery answers with the score stored when the event was first applied.
-            score = before[0][0] if before else float(fold.scores[i])
-            out.append(Score(
-                transaction_id=t.id, card_id=t.card_id, merchant_id=t.merchant_id,
-                score=min(max(score, 0.0), 1.0), model_version=self.predictor.namespace,
-                card_seq=int(fold.card_seq[i]), merchant_seq=int(fold.merchant_seq[i]),
-                duplicate=len(before) == 2,
-            ))
+            if before:
+                score = before[0][0]
+            out.append(Score(t.id, t.card_id, t.merchant_id, min(max(score, 0.0), 1.0), version,
+                             card_seq, merchant_seq, len(before) == 2))
         return out
 
 
