@@ -358,6 +358,9 @@ def plan(quick: bool, isolated: bool = True) -> list[Load]:
         Load("ours, batch mode (64 per request)", "ours", "closed", vus=8, batch=64, group="batch"),
         Load("ours (2 workers), batch mode (256 per request)", "ours_2_workers", "closed", vus=8, batch=256,
              group="batch"),
+        # Bigger requests fold more of each card's events into one update: fewer state writes per event.
+        Load("ours (2 workers), batch mode (1024 per request)", "ours_2_workers", "closed", vus=8, batch=1024,
+             group="batch"),
     ]
     for rate in (500, 1000):
         loads += [Load(f"ours at {rate}/s", "ours", "open", rate=rate, group=f"rate{rate}"),
@@ -394,6 +397,7 @@ def isolated_plan() -> list[Load]:
         Load(NAIVE_SINGLE, "naive", "closed", vus=32, group="saturation"),
         Load(HTTP_FLOOR, "http_floor", "closed", vus=32, group="reference"),
         Load("ours, batch mode (256 per request)", "ours", "closed", vus=8, batch=256, group="batch"),
+        Load("ours, batch mode (1024 per request)", "ours", "closed", vus=8, batch=1024, group="batch"),
         Load("ours at 1000/s", "ours", "open", rate=1000, group="rate1000"),
         Load("naive at 1000/s", "naive", "open", rate=1000, group="rate1000"),
     ]
@@ -837,9 +841,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ("ours (2 workers), single events", "ours 2 workers\nsingle", "#1f77b4"),
         ("ours, batch mode (64 per request)", "ours\nbatch of 64", "#0b3d91"),
         ("ours (2 workers), batch mode (256 per request)", "ours, 2 workers\nbatch of 256", "#0b3d91"),
+        ("ours (2 workers), batch mode (1024 per request)", "ours, 2 workers\nbatch of 1024", "#0b3d91"),
         (isolated_label("naive, single events"), "naive\nisolated", "#999999"),
         (isolated_label("ours, single events"), "ours single\nisolated", "#1f77b4"),
         (isolated_label("ours, batch mode (256 per request)"), "ours batch 256\nisolated", "#0b3d91"),
+        (isolated_label("ours, batch mode (1024 per request)"), "ours batch 1024\nisolated", "#0b3d91"),
     ]
     bars_spec = [b for b in bars_spec if b[0] in runs]
     values = [runs[name]["events_per_s"] for name, _, _ in bars_spec]
@@ -916,7 +922,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Measure hiddenstate's scorer against the naive baseline (gunicorn sync, GET/step/SET) in one "
         "run with k6: saturation throughput (single events, batch mode, micro-batching off), p50/p99 at 500 and "
         "1000 events/s, micro-batch sizes and CPU per event. Writes perf/results/scorer.{json,md,png}.",
-        epilog="A full run (two rounds of 35 loads, 15 s each) takes about 20 minutes, --quick (one round of 4 s "
+        epilog="A full run (two rounds of 37 loads, 15 s each) takes about 21 minutes, --quick (one round of 4 s "
         "loads) about 3. The first run without --model-uri trains a quick model (~1 min) and caches it in "
         "perf/results/tmp/.",
     )
