@@ -563,7 +563,8 @@ def parse_http_request(headers: Mapping[str, str] | Sequence[tuple[str, str]], b
         try:
             time = _structured_object(item, "a batch item")
             # The array is parsed already: each item goes to the format as an object, not back through JSON.
-            event = _guarded_sdk(EVENT_FORMAT.read_object, None, item, time)
+            # specversion is checked to be 1.0 above, so the factory is the SDK's v1 CloudEvent.
+            event = _guarded_sdk(EVENT_FORMAT.read_object, CloudEvent, item, time)
             transactions.append(_to_transaction(event))
         except ContractError as exc:
             raise exc.at_index(index) from None

@@ -137,7 +137,7 @@ def _key(args: argparse.Namespace) -> int:
 
 def _load_library(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        store.ensure_library()
+        store.ensure_library(replace=True)  # a newer body of the same protocol version is loaded too
         store.check_ready()
     print("library loaded")
     return 0

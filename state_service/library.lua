@@ -3,6 +3,8 @@
 -- only caller; codec.py documents the value layout (this file reads only the layout byte and the version).
 -- Every key an update touches is passed in KEYS, so the functions stay valid on Valkey Cluster.
 
+-- The version names the protocol (KEYS, ARGV, replies), not the code: a body that speaks the same protocol keeps
+-- it, so scorers of an older revision stay ready while a newer one rolls out.
 local LIBRARY_VERSION = '2'
 local LAYOUT = 1
 local HEADER = 12
@@ -20,17 +22,20 @@ end
 --        then n_events pairs (event digest, applied record).
 -- Reply per update: {0, new_version} applied | {1, version, value} conflict
 --                   | {2, version, value, {event_index, applied record, ...}} duplicate.
+-- A redis.call from Lua costs about as much as the command itself, so the common case (one event per entity)
+-- passes its one digest directly rather than through a table and unpack.
 local function cas_many(keys, args)
   local n = #keys / 3
   -- A corrupt entity refuses the whole batch before anything is written, so a batch stays all-or-nothing
   -- with respect to this error. The values read here are used below: one GET per entity, not two.
-  local raws = {}
+  local raws, versions = {}, {}
   for i = 1, n do
     local raw = redis.call('GET', keys[3 * i - 2])
-    if not stored_version(raw) then
+    local version = stored_version(raw)
+    if not version then
       return redis.error_reply('CORRUPT ' .. i .. ' stored value at ' .. keys[3 * i - 2] .. ' is not layout 1')
     end
-    raws[i] = raw
+    raws[i], versions[i] = raw, version
   end
   local expire_at = args[1]
   local idle_ttl_ms = tonumber(args[2])
@@ -42,10 +47,16 @@ local function cas_many(keys, args)
     local expected, count, value = tonumber(args[a]), tonumber(args[a + 1]), args[a + 2]
     local first = a + 3
     a = first + 2 * count
-    local digests = {}
-    for j = 0, count - 1 do digests[j + 1] = args[first + 2 * j] end
-    local now_hits = redis.call('HMGET', bucket_now, unpack(digests))
-    local before_hits = redis.call('HMGET', bucket_before, unpack(digests))
+    local now_hits, before_hits
+    if count == 1 then
+      now_hits = redis.call('HMGET', bucket_now, args[first])
+      before_hits = redis.call('HMGET', bucket_before, args[first])
+    else
+      local digests = {}
+      for j = 0, count - 1 do digests[j + 1] = args[first + 2 * j] end
+      now_hits = redis.call('HMGET', bucket_now, unpack(digests))
+      before_hits = redis.call('HMGET', bucket_before, unpack(digests))
+    end
     local dups = {}
     for j = 1, count do
       local hit = now_hits[j] or before_hits[j]
@@ -55,8 +66,11 @@ local function cas_many(keys, args)
       end
     end
     -- A key listed twice reads what this call wrote for it first (written[...]), as a second GET would.
-    local raw = written[state_key] or raws[i]
-    local version = stored_version(raw)
+    local raw, version = raws[i], versions[i]
+    if written[state_key] then
+      raw = written[state_key]
+      version = stored_version(raw)
+    end
     if #dups > 0 then
       out[i] = {2, version, raw or false, dups}
     elseif version ~= expected then
@@ -72,14 +86,15 @@ local function cas_many(keys, args)
       else
         redis.call('SET', state_key, value)
       end
-      local fields = {}
-      for j = 0, count - 1 do
-        fields[#fields + 1] = args[first + 2 * j]
-        fields[#fields + 1] = args[first + 2 * j + 1]
-      end
       written[state_key] = value
-      redis.call('HSET', bucket_now, unpack(fields))
-      redis.call('EXPIREAT', bucket_now, expire_at)
+      if count == 1 then
+        redis.call('HSET', bucket_now, args[first], args[first + 1])
+      else
+        redis.call('HSET', bucket_now, unpack(args, first, first + 2 * count - 1))
+      end
+      -- NX: only the write that created the bucket sets its expiry. A bucket that has one is left alone, which
+      -- costs about half as much as setting it again on every write.
+      redis.call('EXPIREAT', bucket_now, expire_at, 'NX')
       out[i] = {0, new_version}
     end
   end

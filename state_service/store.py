@@ -178,9 +178,10 @@ class StateStore:
 
     # -- library -------------------------------------------------------------------------------------------
 
-    def ensure_library(self) -> None:
-        """Load the Functions library unless the expected version is already there (a cheap FCALL_RO)."""
-        if self._loaded_version() == library_version():
+    def ensure_library(self, *, replace: bool = False) -> None:
+        """Load the Functions library unless the expected version is already there (a cheap FCALL_RO), or always
+        with ``replace``: the version names the protocol, so a newer body of the same protocol is loaded only so."""
+        if not replace and self._loaded_version() == library_version():
             return
         with self._calling("function_load"):
             try:

@@ -199,7 +199,10 @@ def test_a_batch_decodes_each_value_as_it_would_alone() -> None:
 
 
 @pytest.mark.parametrize(("index", "bad"), [(2, {"hidden": np.full(64, np.inf)}), (1, {"hidden": np.zeros(8)}),
-                                            (2, {"version": 0}), (1, {"context": b"123456789"})])
+                                            (2, {"version": 0}), (1, {"context": b"123456789"}),
+                                            (1, {"version": 2.5}), (3, {"version": 2**40}), (3, {"version": 2**70}),
+                                            (2, {"last_event_time": float("nan")}),
+                                            (1, {"last_event_time": "noon"})])
 def test_a_batch_names_the_first_entry_it_cannot_encode(index: int, bad: dict) -> None:
     rows = [{"version": 1, "last_event_time": 1.0, "hidden": np.zeros(64), "context": b""} for _ in range(4)]
     rows[index] |= bad

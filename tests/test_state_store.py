@@ -10,6 +10,7 @@ import psutil
 import pytest
 import valkey
 
+from functions.cli import main as hiddenstate
 from state_service.codec import EntityState
 from state_service.errors import (
     ConflictRetriesExhausted,
@@ -18,6 +19,7 @@ from state_service.errors import (
     StateCorrupt,
     StateUnavailable,
 )
+from state_service.library import LIBRARY_NAME, library_source
 from state_service.server import ValkeyServer, free_port
 from state_service.store import AppliedEvent, EntityKey, Outcome, StateStore, StateUpdate
 
@@ -168,6 +170,25 @@ def test_dedupe_buckets_expire_two_windows_after_they_open(valkey_server: Valkey
     store.close()
 
 
+def test_every_dedupe_bucket_written_keeps_its_expiry(valkey_server: ValkeyServer, state_namespace: str) -> None:
+    # The library sets a bucket's expiry only when a write creates the bucket: later writes must not lose it, and
+    # a bucket created by a several-event update must get it too.
+    started = time.time()  # one bucket for the whole test, even across a minute boundary
+    store = StateStore(valkey_server.url, dedupe_window_s=60, clock=lambda: started)
+    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+    one, many = EntityKey(state_namespace, "card", "one"), EntityKey(state_namespace, "card", "many")
+    for key, batches in ((one, [["e1"], ["e2", "e3"], ["e4"]]), (many, [["f1", "f2", "f3"], ["f4"]])):
+        for event_ids in batches:
+            [state] = store.read_many([key])
+            [result] = store.compare_and_set_many([update(key, state, *event_ids)])
+            assert result.outcome is Outcome.APPLIED
+            [bucket_key] = admin.keys(key.state_key.replace("{", "\\{").replace("}", "\\}") + "d*")
+            bucket = int(bucket_key.rsplit(b"}d", 1)[1])
+            assert admin.expiretime(bucket_key) == (bucket + 2) * 60
+    assert admin.hlen(bucket_key) == 4
+    store.close()
+
+
 def test_idle_ttl_expires_state_that_is_not_updated(valkey_server: ValkeyServer, state_namespace: str) -> None:
     store = StateStore(valkey_server.url, idle_ttl_s=3600)
     key = EntityKey(state_namespace, "card", "c1")
@@ -297,6 +318,29 @@ def test_from_env_reads_valkey_url_and_timeouts(valkey_server: ValkeyServer, mon
 def test_wrong_password_is_state_unavailable(valkey_server: ValkeyServer) -> None:
     with StateStore(f"redis://scorer:wrong@127.0.0.1:{valkey_server.port}/0") as store, pytest.raises(StateUnavailable):
         store.check_ready()
+
+
+def test_load_library_command_replaces_an_older_body_of_the_same_version(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def loaded_code(client: valkey.Valkey) -> str:
+        [library] = client.function_list(library=LIBRARY_NAME, withcode=True)
+        code = dict(zip(library[::2], library[1::2], strict=True))[b"library_code"]
+        return code.decode()
+
+    older = library_source().replace("local LAYOUT = 1", "local LAYOUT = 1 -- an older body", 1)
+    assert older != library_source()
+    with ValkeyServer(tmp_path) as server:
+        admin = valkey.Valkey.from_url(server.admin_url)
+        admin.function_load(older, replace=True)
+        with StateStore(server.admin_url) as store:
+            store.ensure_library()  # what a scorer does at start: the version matches, so nothing is reloaded
+        assert loaded_code(admin) == older
+        monkeypatch.setenv("VALKEY_URL", server.admin_url)
+        assert hiddenstate(["state", "load-library"]) == 0
+        assert "library loaded" in capsys.readouterr().out
+        assert loaded_code(admin) == library_source()
+        admin.close()
 
 
 def test_nothing_listening_is_state_unavailable_not_a_crash(state_namespace: str) -> None:
