@@ -328,14 +328,15 @@ def validate_transaction_data(data: Any) -> dict[str, Any]:
         "merchant_id": _entity_id(data, "merchant_id"),
         "amount": _amount(data),
     }
-    for name, value in (
-        ("currency", _optional_code(data, "currency", CURRENCIES, "ISO 4217")),
-        ("mcc", _optional_mcc(data)),
-        ("channel", _optional_channel(data)),
-        ("country", _optional_code(data, "country", COUNTRIES, "ISO 3166 alpha-2")),
-    ):
-        if value is not None:
-            out[name] = value
+    # Only the optional fields present are checked: this runs for every event of a batch.
+    if "currency" in data:
+        out["currency"] = _optional_code(data, "currency", CURRENCIES, "ISO 4217")
+    if "mcc" in data:
+        out["mcc"] = _optional_mcc(data)
+    if "channel" in data:
+        out["channel"] = _optional_channel(data)
+    if "country" in data:
+        out["country"] = _optional_code(data, "country", COUNTRIES, "ISO 3166 alpha-2")
     return out
 
 
