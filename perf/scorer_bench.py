@@ -831,7 +831,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = {r["label"]: r for r in result["runs"]}
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(21, 5.4), gridspec_kw={"width_ratios": [1.7, 1, 1]})
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(23, 5.4), gridspec_kw={"width_ratios": [2, 1, 1]})
     bars_spec = [  # (run label, tick label, colour)
         ("naive, single events", "naive\n(gunicorn sync,\n2 workers)", "#999999"),
         (HTTP_FLOOR, "HTTP floor\n(no work;\nreference)", "#dddddd"),
@@ -839,13 +839,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ("ours, single events", "ours\nsingle", "#1f77b4"),
         (PINNED_SINGLE, "ours pinned\nsingle", "#1f77b4"),
         ("ours (2 workers), single events", "ours 2 workers\nsingle", "#1f77b4"),
-        ("ours, batch mode (64 per request)", "ours\nbatch of 64", "#0b3d91"),
-        ("ours (2 workers), batch mode (256 per request)", "ours, 2 workers\nbatch of 256", "#0b3d91"),
-        ("ours (2 workers), batch mode (1024 per request)", "ours, 2 workers\nbatch of 1024", "#0b3d91"),
+        ("ours, batch mode (64 per request)", "ours\nbatch 64", "#0b3d91"),
+        ("ours (2 workers), batch mode (256 per request)", "2 workers\nbatch 256", "#0b3d91"),
+        ("ours (2 workers), batch mode (1024 per request)", "2 workers\nbatch 1024", "#0b3d91"),
         (isolated_label("naive, single events"), "naive\nisolated", "#999999"),
         (isolated_label("ours, single events"), "ours single\nisolated", "#1f77b4"),
-        (isolated_label("ours, batch mode (256 per request)"), "ours batch 256\nisolated", "#0b3d91"),
-        (isolated_label("ours, batch mode (1024 per request)"), "ours batch 1024\nisolated", "#0b3d91"),
+        (isolated_label("ours, batch mode (256 per request)"), "ours batch\n256 isolated", "#0b3d91"),
+        (isolated_label("ours, batch mode (1024 per request)"), "ours batch\n1024 isolated", "#0b3d91"),
     ]
     bars_spec = [b for b in bars_spec if b[0] in runs]
     values = [runs[name]["events_per_s"] for name, _, _ in bars_spec]
