@@ -398,7 +398,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="python -m perf.run")
     parser.description = (
         "Run a load scenario against the one-machine runtime with k6 and write perf/results/SCENARIO.{json,md,png}; "
-        "'all' regenerates every result (cold starts, scorer and state benchmarks, every scenario; ~33 min).")
+        "'all' regenerates every result (cold starts, scorer and state benchmarks, every scenario; ~34 min).")
     parser.add_argument("scenario", choices=[*scenarios(), "all", "coldstart"],
                         help="steady, ramp, spike, idle_burst, soak, coldstart, or all")
     parser.add_argument("--scale", type=float, default=1.0,
