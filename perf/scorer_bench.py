@@ -7,7 +7,7 @@ all on one model and one fresh server. k6 (``scripts/k6/score.js``) then measure
 - throughput at saturation, closed model, single-event requests: ours, ours without micro-batching, naive at 32 VUs,
   and a sweep (16, 32, 64 and 128 VUs) of naive and of the configurations of ours the goal compares; each server's
   saturation is its peak over the sweep;
-- batch mode (``BATCH=64`` per request) events/s, against naive single-event requests;
+- batch mode (``BATCH`` of 64, 256 and 1,024 per request) events/s, against naive single-event requests;
 - p50 and p99 at constant arrival rates of 500 and 1000 events/s, ours and naive;
 - the micro-batch size distribution during each run of ours (the ``scorer_batch_size`` histogram of ``/metrics``);
 - CPU seconds per event of each server's process tree (psutil, before and after), and of valkey-server;
@@ -22,7 +22,8 @@ for batch mode in events/s, p99 at most 5 ms at 1000 events/s. Saturation compar
 concurrency sweep; in the shared placement the p99 goal is judged on the pinned scorer (the setting for one scorer
 on a machine), the default rows being reported beside it. The machine is
 shared with other work, so the figures are for comparison within one run, not absolutes; every load runs in two
-rounds (``--rounds``), in alternating order, and the tables give medians.
+rounds (``--rounds``), in alternating order, and the tables give medians. Every load starts on an empty state store
+(``empty_state``), so that no load pays for the dedupe memory the loads before it left.
 
 Writes ``perf/results/scorer.json``, ``scorer.md`` and ``scorer.png``. Caches its model and event stream in
 ``perf/results/tmp/``.
@@ -50,6 +51,7 @@ import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
+from valkey import Valkey
 
 from perf.machine import describe_machine
 from perf.models import publish_untrained_model
@@ -533,6 +535,33 @@ def merge_rounds(runs: Sequence[Measured]) -> list[Measured]:
     return merged
 
 
+def empty_state(admin_url: str, timeout_s: float = 60.0) -> None:
+    """Every load starts on an empty state store, and an append-only file rewritten to nothing.
+
+    Each load would otherwise pay for what the loads before it left: the replay sends each of the stream's 1,510
+    cards ~16 events a second, so every card's dedupe bucket grows to thousands of events (a real card's holds a
+    few) and Valkey's CPU per event grew by half over a run, for whichever loads came late. The Functions library
+    is not a key and stays loaded."""
+    client = Valkey.from_url(admin_url)
+    try:
+        client.flushall()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            persistence = client.info("persistence")
+            if not persistence.get("aof_rewrite_in_progress") and not persistence.get("aof_rewrite_scheduled"):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"valkey-server still rewriting its append-only file after {timeout_s} s")
+            time.sleep(0.05)
+        client.bgrewriteaof()  # compacts the file to the empty dataset, in a fork, before the load starts
+        while client.info("persistence").get("aof_rewrite_in_progress"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"valkey-server still rewriting its append-only file after {timeout_s} s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def measure_all(start: Callable[[str, Path], dict[str, ServerProcess]], loads: Sequence[Load], events_file: Path,
                 duration_s: float, work_dir: Path) -> list[Measured]:
     """A valkey-server with the state library, the servers ``start(valkey_url, log_dir)`` returns, a warm-up, then
@@ -548,6 +577,7 @@ def measure_all(start: Callable[[str, Path], dict[str, ServerProcess]], loads: S
         warm_up(servers, events_file, work_dir)
         runs = []
         for load in tqdm(loads, desc="k6 loads", unit="run"):
+            empty_state(valkey.admin_url)
             runs.append(measure(servers[load.server], valkey, events_file, load, duration_s, work_dir))
             log.info("measured", extra=runs[-1].row())
         return runs
@@ -777,8 +807,9 @@ def _sweep_cell(row: dict[str, Any] | None, peak: float) -> str:
 
 def _rounds_text(rounds: int) -> str:
     if rounds <= 1:
-        return ""
-    return f", {rounds} rounds in alternating order; the tables give each load's median over its rounds"
+        return ", on an empty state store"
+    return (f", {rounds} rounds in alternating order, each on an empty state store; the tables give each load's "
+            "median over its rounds")
 
 
 def _rounds_cell(row: dict[str, Any]) -> str:

@@ -333,3 +333,24 @@ def test_the_markdown_shows_each_round() -> None:
     row = scorer_bench.merge_rounds([measured(load, 2500), measured(load, 2600)])[0].row()
     assert scorer_bench._rounds_cell(row) == "2,500 / 2,600"
     assert scorer_bench._rounds_text(2).startswith(", 2 rounds in alternating order")
+
+
+def test_every_load_starts_on_an_empty_state_store_with_the_library_kept(tmp_path: Path) -> None:
+    from valkey import Valkey
+
+    from state_service.library import library_version
+    from state_service.store import StateStore
+
+    with ValkeyServer(tmp_path / "valkey") as server:
+        with StateStore(server.admin_url) as admin:
+            admin.ensure_library()
+        client = Valkey.from_url(server.admin_url)
+        client.mset({f"hs-key-{i}": b"x" * 100 for i in range(5000)})
+        rewrites_before = int(client.info("persistence")["aof_rewrites"])
+        scorer_bench.empty_state(server.admin_url)
+        assert client.dbsize() == 0
+        persistence = client.info("persistence")
+        assert int(persistence["aof_rewrites"]) > rewrites_before
+        assert not persistence["aof_rewrite_in_progress"]
+        assert client.fcall_ro("hs_library_version", 0) == library_version().encode()
+        client.close()
