@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class EntityState:
     last_event_time: float  # Unix seconds, millisecond resolution; 0.0 when unseen
     hidden: np.ndarray  # float16 [hidden_size]
     context: bytes  # opaque, at most 8 bytes; b"" when unseen
+    # The stored bytes this state was decoded from (None when unseen): an update computed from it expects exactly
+    # these bytes, which catches what a version cannot (an entity erased and rebuilt to the same version).
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def unseen(cls, hidden_size: int) -> EntityState:
@@ -159,6 +162,7 @@ def decode_states(keys: Sequence[str], raws: Sequence[bytes | None], hidden_size
             last_event_time=int.from_bytes(raw[6 : 6 + TIME_BYTES], "little") / 1000.0,
             hidden=row,
             context=bytes(raw[HEADER_SIZE + width :]),
+            raw=raw,
         )
         for raw, row in zip(heads, matrix, strict=True)
     ]

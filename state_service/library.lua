@@ -3,9 +3,12 @@
 -- only caller; codec.py documents the value layout (this file reads only the layout byte and the version).
 -- Every key an update touches is passed in KEYS, so the functions stay valid on Valkey Cluster.
 
--- The version names the protocol (KEYS, ARGV, replies), not the code: a body that speaks the same protocol keeps
--- it, so scorers of an older revision stay ready while a newer one rolls out.
-local LIBRARY_VERSION = '2'
+-- The version names the newest protocol (KEYS, ARGV, replies) this body speaks, not the code: a body that speaks
+-- the same protocols keeps it. Protocol 3 adds expectations on the stored bytes (hs_cas_many below) and is a
+-- superset of protocol 2, so this body serves clients of both: scorers of an older revision stay ready while a
+-- newer one rolls out.
+local LIBRARY_VERSION = '3'
+local SPOKEN = {['2'] = true, ['3'] = true}
 local LAYOUT = 1
 local HEADER = 12
 
@@ -18,8 +21,11 @@ local function stored_version(raw)
 end
 
 -- hs_cas_many: KEYS per update = state, dedupe bucket now, dedupe bucket before.
--- ARGV = dedupe_expire_at, idle_ttl_ms, then per update: expected_version, n_events, new_value,
+-- ARGV = dedupe_expire_at, idle_ttl_ms, then per update: expected, n_events, new_value,
 --        then n_events pairs (event digest, applied record).
+-- expected is a version number (protocol 2; 0 = the entity must be unseen) or, from protocol 3, the exact stored
+-- value the update was computed from. Bytes catch what a version cannot: a state erased (or expired) and rebuilt to
+-- the same version by another writer. Two interned Lua strings compare in constant time.
 -- Reply per update: {0, new_version} applied | {1, version, value} conflict
 --                   | {2, version, value, {event_index, applied record, ...}} duplicate.
 -- A redis.call from Lua costs about as much as the command itself, so the common case (one event per entity)
@@ -44,7 +50,7 @@ local function cas_many(keys, args)
   local a = 3
   for i = 1, n do
     local state_key, bucket_now, bucket_before = keys[3 * i - 2], keys[3 * i - 1], keys[3 * i]
-    local expected, count, value = tonumber(args[a]), tonumber(args[a + 1]), args[a + 2]
+    local expect, count, value = args[a], tonumber(args[a + 1]), args[a + 2]
     local first = a + 3
     a = first + 2 * count
     local now_hits, before_hits
@@ -71,9 +77,18 @@ local function cas_many(keys, args)
       raw = written[state_key]
       version = stored_version(raw)
     end
+    local expected = tonumber(expect)
+    local matches = version == expected
+    if not expected then
+      expected = stored_version(expect)
+      if not expected then
+        return redis.error_reply('BADEXPECT ' .. i .. ' expected is neither a version nor a layout-1 value')
+      end
+      matches = raw == expect
+    end
     if #dups > 0 then
       out[i] = {2, version, raw or false, dups}
-    elseif version ~= expected then
+    elseif not matches then
       out[i] = {1, version, raw or false}
     else
       local _, new_version = struct.unpack('<BI5', value)
@@ -123,7 +138,12 @@ local function restore_many(keys, args)
   return written
 end
 
-local function library_version()
+-- hs_library_version [protocol]: a client asks for the protocol it speaks and gets it back if this body speaks it,
+-- else the newest one it does. Clients of protocol 2 ask without an argument and expect '2'.
+local function library_version(keys, args)
+  local asked = args[1]
+  if asked == nil then return '2' end
+  if SPOKEN[asked] then return asked end
   return LIBRARY_VERSION
 end
 

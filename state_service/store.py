@@ -6,7 +6,9 @@
 >>> state.version                                                           # doctest: +SKIP
 0
 
-Round trips: ``read_many`` is one MGET, ``compare_and_set_many`` one FCALL, whatever the batch size.
+Round trips: ``read_many`` is one MGET, ``compare_and_set_many`` one FCALL, whatever the batch size. With a
+``StateCache`` (``cache_entries``), entities this client wrote last are read from it, and a read of only those
+makes no round trip at all.
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.retry import Retry
 
 from state_service import metrics
+from state_service.cache import StateCache
 from state_service.codec import (
+    HEADER_SIZE,
+    LAYOUT_VERSION,
+    VERSION_BYTES,
     EntityState,
     InvalidEntry,
     decode_applied,
@@ -96,6 +102,9 @@ class StateUpdate:
     last_event_time: float
     hidden: np.ndarray
     context: bytes = b""
+    # The stored bytes the update was computed from (``EntityState.raw``, at ``expected_version``). When given, the
+    # compare is on these bytes, not on the version: a state erased and rebuilt to the same version conflicts.
+    expected_value: bytes | None = None
 
 
 class Outcome(enum.Enum):
@@ -107,6 +116,7 @@ class Outcome(enum.Enum):
 # Label children bound once: ``labels()`` takes a lock and builds a key on every call, and a lone event's two calls
 # to Valkey counted it. Bound at import, every outcome shows on /metrics from the start, at zero.
 _OUTCOME_COUNTS = {outcome: metrics.OUTCOMES.labels(outcome.value) for outcome in Outcome}
+_CACHE_READS = {result: metrics.CACHE_READS.labels(result) for result in ("hit", "miss", "bypassed")}
 _CALL_SECONDS: dict[str, Histogram] = {}
 
 
@@ -134,6 +144,7 @@ class StateStore:
         ca_cert: str | None = None,
         dedupe_window_s: int = 900,
         idle_ttl_s: int = 0,
+        cache_entries: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
@@ -146,6 +157,7 @@ class StateStore:
         self.dedupe_window_s = dedupe_window_s
         self.idle_ttl_s = idle_ttl_s
         self._clock = clock
+        self.cache = StateCache(cache_entries) if cache_entries > 0 else None
         # One quick retry on a dropped connection: safe even for FCALL, because a retried update that had been
         # applied comes back as DUPLICATE (dedupe) rather than being applied twice.
         self._pool = valkey.BlockingConnectionPool.from_url(
@@ -162,8 +174,9 @@ class StateStore:
         self._where = _redact(url)
 
     @classmethod
-    def from_env(cls, hidden_size: int = 64) -> StateStore:
-        """Build from ``VALKEY_URL`` and friends (see ``StateSettings.from_env``)."""
+    def from_env(cls, hidden_size: int = 64, *, cache: bool = True) -> StateStore:
+        """Build from ``VALKEY_URL`` and friends (see ``StateSettings.from_env``); ``cache=False`` for tools that
+        report states rather than update them."""
         s = StateSettings.from_env()
         return cls(
             s.url,
@@ -174,6 +187,7 @@ class StateStore:
             ca_cert=s.ca_cert,
             dedupe_window_s=s.dedupe_window_s,
             idle_ttl_s=s.idle_ttl_s,
+            cache_entries=s.cache_entries if cache else 0,
         )
 
     # -- library -------------------------------------------------------------------------------------------
@@ -208,24 +222,49 @@ class StateStore:
     def _loaded_version(self) -> str | None:
         try:
             with self._calling("library_version"):
-                reply = self._client.fcall_ro(VERSION_FUNCTION, 0)
+                # Asked for our protocol, a body answers with it if it speaks it (protocol-2 bodies ignore the ask).
+                reply = self._client.fcall_ro(VERSION_FUNCTION, 0, library_version())
         except LibraryMissing:
             return None
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     # -- reads and writes ----------------------------------------------------------------------------------
 
-    def read_many(self, keys: Sequence[EntityKey]) -> list[EntityState]:
-        """States of ``keys`` in order, the unseen default for absent ones; one MGET."""
+    def read_many(self, keys: Sequence[EntityKey], *, fresh: bool = False) -> list[EntityState]:
+        """States of ``keys`` in order, the unseen default for absent ones; one MGET.
+
+        With a cache, an entity this client wrote last is read from it and may since have been moved on by another
+        writer: right for computing an update (its compare-and-set catches that), not for reporting a state.
+        ``fresh`` reads every state from Valkey."""
         if not keys:
             return []
-        with self._calling("read_many"):
-            raws = self._client.mget([k.state_key for k in keys])
+        names = [k.state_key for k in keys]
+        if self.cache is None or fresh:
+            with self._calling("read_many"):
+                raws = self._client.mget(names)
+        else:
+            raws = self._read_through_cache(names, self.cache)
         try:
-            return decode_states([k.state_key for k in keys], raws, self.hidden_size)
+            return decode_states(names, raws, self.hidden_size)
         except StateCorrupt as error:
             entity = next(str(k) for k in keys if k.state_key == error.key)
             raise StateCorrupt(error.key, error.detail, entity=entity) from None
+
+    def _read_through_cache(self, names: list[str], cache: StateCache) -> list[bytes | None]:
+        if not cache.reading:
+            _CACHE_READS["bypassed"].inc(len(names))
+            with self._calling("read_many"):
+                return self._client.mget(names)
+        raws = [cache.get(name) for name in names]
+        missing = [i for i, raw in enumerate(raws) if raw is None]
+        _CACHE_READS["hit"].inc(len(names) - len(missing))
+        if missing:
+            _CACHE_READS["miss"].inc(len(missing))
+            with self._calling("read_many"):
+                fetched = self._client.mget([names[i] for i in missing])
+            for i, raw in zip(missing, fetched, strict=True):
+                raws[i] = raw
+        return raws
 
     def _decode(self, key: EntityKey, raw: bytes | None) -> EntityState:
         try:
@@ -261,12 +300,33 @@ class StateStore:
         except StateError as error:
             raise _located(error, updates) from error
         results = [self._result(update, reply) for update, reply in zip(updates, replies, strict=True)]
+        if self.cache is not None:
+            self._remember(updates, values, results, self.cache)
         counts: dict[Outcome, int] = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         for outcome, count in counts.items():
             _OUTCOME_COUNTS[outcome].inc(count)
         return results
+
+    @staticmethod
+    def _remember(updates: Sequence[StateUpdate], values: list[bytes], results: list[UpdateResult],
+                  cache: StateCache) -> None:
+        """Keep what is stored now for every entity of the call, and tell the governor how many of the updates
+        computed from cached bytes found them stale."""
+        used = stale = 0
+        for update, value, result in zip(updates, values, results, strict=True):
+            name = update.key.state_key
+            if update.expected_value is not None and cache.get(name) is update.expected_value:
+                used += 1
+                stale += result.outcome is Outcome.CONFLICT
+            if result.outcome is Outcome.APPLIED:
+                cache.put(name, value)
+            elif result.current is not None and result.current.raw is not None:
+                cache.put(name, result.current.raw)
+            else:
+                cache.drop(name)
+        cache.observe(used, stale)
 
     def _result(self, update: StateUpdate, reply: list) -> UpdateResult:
         code, version = int(reply[0]), int(reply[1])
@@ -418,13 +478,19 @@ def _check_update(update: StateUpdate) -> None:
         raise InvalidStateRequest(f"{update.key}: at most {MAX_EVENTS_PER_UPDATE} events per update")
     if update.expected_version < 0:
         raise InvalidStateRequest(f"{update.key}: expected_version must be >= 0")
+    expected = update.expected_value
+    if expected is not None and not (
+            isinstance(expected, bytes) and len(expected) >= HEADER_SIZE and expected[0] == LAYOUT_VERSION
+            and int.from_bytes(expected[1 : 1 + VERSION_BYTES], "little") == update.expected_version):
+        raise InvalidStateRequest(f"{update.key}: expected_value must be a stored value at expected_version")
     if len(update.events) > 1 and len({e.event_key for e in update.events}) != len(update.events):
         raise InvalidStateRequest(f"{update.key}: an update lists the same event twice")
 
 
 def _update_args(update: StateUpdate, value: bytes, digests: dict[str, bytes]) -> list[bytes | int]:
     """The library's arguments for one update; ``digests`` caches event digests across the updates of a call."""
-    args: list[bytes | int] = [update.expected_version, len(update.events), value]
+    expected = update.expected_value
+    args: list[bytes | int] = [update.expected_version if expected is None else expected, len(update.events), value]
     for offset, event in enumerate(update.events, start=1):
         digest = digests.get(event.event_key)
         if digest is None:

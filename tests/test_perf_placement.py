@@ -352,5 +352,5 @@ def test_every_load_starts_on_an_empty_state_store_with_the_library_kept(tmp_pat
         persistence = client.info("persistence")
         assert int(persistence["aof_rewrites"]) > rewrites_before
         assert not persistence["aof_rewrite_in_progress"]
-        assert client.fcall_ro("hs_library_version", 0) == library_version().encode()
+        assert client.fcall_ro("hs_library_version", 0, library_version()) == library_version().encode()
         client.close()

@@ -29,8 +29,8 @@ class RacingStore(StateStore):
         super().__init__(url, hidden_size=64)
         self._compete = compete
 
-    def read_many(self, keys):  # noqa: ANN001, ANN201
-        states = super().read_many(keys)
+    def read_many(self, keys, **options):  # noqa: ANN001, ANN003, ANN201
+        states = super().read_many(keys, **options)
         if self._compete is not None:
             compete, self._compete = self._compete, None
             compete()
@@ -117,4 +117,30 @@ def test_a_redelivery_absorbed_by_the_card_only_is_applied_to_the_merchant_alone
     assert abs(after.score - expected_scores[1]) <= 1e-5
     stored = core.store.read_many([EntityKey(predictor.namespace, "card", card)])[0]
     assert stored.version == 2
+    assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)
+
+
+def test_two_cached_scorers_taking_turns_at_one_card_stay_exact(valkey_server):
+    """Each scorer's cache holds what it wrote last, which the other has moved on by its next turn: every cached
+    read is stale, every update conflicts once and is recomputed on the stored state, and the card ends exactly
+    where one scorer folding every event in order would."""
+    torch.manual_seed(8)
+    model = FraudGRU(FeatureSpec()).eval()
+    predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
+    card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
+    events = [_transaction(card, merchant, minute, 5.0 * minute) for minute in range(1, 9)]
+    cores = [ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64, cache_entries=64)) for _ in range(2)]
+
+    scores, conflicts = [], 0
+    for i, event in enumerate(events):
+        [score], stats = cores[i % 2].score([event])
+        scores.append(score)
+        conflicts += stats.conflicts
+
+    assert [s.card_seq for s in scores] == list(range(1, 9))
+    assert conflicts == 2 * 6  # card and merchant, from each scorer's second turn on
+    expected_state, expected_scores = _serial_fold(model, events)
+    assert np.max(np.abs(np.array([s.score for s in scores]) - expected_scores)) <= 1e-5
+    stored = StateStore(valkey_server.url, hidden_size=64).read_many([EntityKey(predictor.namespace, "card", card)])[0]
+    assert stored.version == 8
     assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)

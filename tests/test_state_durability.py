@@ -117,7 +117,7 @@ def test_scorer_user_cannot_flushall_config_or_keys_but_can_fcall(valkey_server:
             scorer.execute_command(*command)
     with pytest.raises(valkey.exceptions.NoPermissionError):
         scorer.get("not-a-state-key")  # keys outside hs* are out of reach
-    assert scorer.fcall_ro("hs_library_version", 0) == library_version().encode()
+    assert scorer.fcall_ro("hs_library_version", 0, library_version()) == library_version().encode()
     admin = valkey.Valkey.from_url(valkey_server.admin_url)
     assert admin.acl_whoami() == "admin" or admin.acl_whoami() == b"admin"
 

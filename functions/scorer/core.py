@@ -155,7 +155,8 @@ class ScoringCore:
                 # the state handed back went stale while sleeping.
                 time.sleep(random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt)))
                 stale = [e for e in entities if not e.done]
-                for entity, state in zip(stale, self.store.read_many([e.key for e in stale]), strict=True):
+                for entity, state in zip(stale, self.store.read_many([e.key for e in stale], fresh=True),
+                                         strict=True):
                     entity.state = state
         raise ConflictRetriesExhausted([e.key for e in entities if not e.done], self.max_attempts, [])
 
@@ -245,6 +246,7 @@ class ScoringCore:
             updates.append(StateUpdate(
                 key=entity.key,
                 expected_version=entity.state.version,
+                expected_value=entity.state.raw,
                 events=tuple(AppliedEvent(event_keys[i], receipt[i]) for i in entity.events
                              if not before or i not in before),
                 last_event_time=last_time[slot],
