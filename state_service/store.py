@@ -258,6 +258,7 @@ class StateStore:
         raws = [cache.get(name) for name in names]
         missing = [i for i, raw in enumerate(raws) if raw is None]
         _CACHE_READS["hit"].inc(len(names) - len(missing))
+        cache.hits(len(names) - len(missing))
         if missing:
             _CACHE_READS["miss"].inc(len(missing))
             with self._calling("read_many"):
@@ -301,7 +302,7 @@ class StateStore:
             raise _located(error, updates) from error
         results = [self._result(update, reply) for update, reply in zip(updates, replies, strict=True)]
         if self.cache is not None:
-            self._remember(updates, values, results, self.cache)
+            self._remember(keys[::3], values, results, self.cache)
         counts: dict[Outcome, int] = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
@@ -310,23 +311,23 @@ class StateStore:
         return results
 
     @staticmethod
-    def _remember(updates: Sequence[StateUpdate], values: list[bytes], results: list[UpdateResult],
-                  cache: StateCache) -> None:
-        """Keep what is stored now for every entity of the call, and tell the governor how many of the updates
-        computed from cached bytes found them stale."""
-        used = stale = 0
-        for update, value, result in zip(updates, values, results, strict=True):
-            name = update.key.state_key
-            if update.expected_value is not None and cache.get(name) is update.expected_value:
-                used += 1
-                stale += result.outcome is Outcome.CONFLICT
+    def _remember(names: list[str], values: list[bytes], results: list[UpdateResult], cache: StateCache) -> None:
+        """Keep what is stored now for every entity of the call, and count its conflicts for the governor."""
+        applied_names, applied_values = [], []
+        conflicts = 0
+        for name, value, result in zip(names, values, results, strict=True):
             if result.outcome is Outcome.APPLIED:
-                cache.put(name, value)
-            elif result.current is not None and result.current.raw is not None:
+                applied_names.append(name)
+                applied_values.append(value)
+                continue
+            conflicts += result.outcome is Outcome.CONFLICT
+            if result.current is not None and result.current.raw is not None:
                 cache.put(name, result.current.raw)
             else:
                 cache.drop(name)
-        cache.observe(used, stale)
+        cache.put_many(applied_names, applied_values)
+        if cache.reading:
+            cache.conflicts(conflicts)
 
     def _result(self, update: StateUpdate, reply: list) -> UpdateResult:
         code, version = int(reply[0]), int(reply[1])

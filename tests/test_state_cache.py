@@ -121,26 +121,34 @@ def test_a_protocol_2_body_is_replaced_by_the_admin_and_keeps_the_scorer_unready
 def test_the_governor_turns_cached_reads_off_while_most_are_stale_and_back_on_later():
     now = [0.0]
     cache = StateCache(8, window=10, max_stale=0.25, pause_s=30.0, clock=lambda: now[0])
-    cache.observe(10, 2)
-    assert cache.reading  # 20 % stale: worth it
-    cache.observe(6, 2)
-    cache.observe(4, 2)
-    assert not cache.reading  # 40 % of the last 10
+    cache.hits(10)
+    cache.conflicts(2)
+    assert cache.reading  # 2 conflicts in 10 cached reads: worth it
+    cache.hits(6)
+    cache.conflicts(2)
+    assert cache.reading  # not a full window yet
+    cache.hits(4)
+    cache.conflicts(2)
+    assert not cache.reading  # 4 in the last 10
     now[0] = 29.0
     assert not cache.reading
     now[0] = 31.0
     assert cache.reading
+    cache.hits(10)
+    cache.conflicts(0)
+    assert cache.reading  # counting started afresh
 
 
-def test_the_cache_keeps_at_most_its_entries_and_evicts_the_oldest_write():
+def test_the_cache_keeps_at_most_its_entries_and_evicts_the_first_cached():
     cache = StateCache(3)
-    for name in ("a", "b", "c"):
-        cache.put(name, name.encode())
-    cache.put("a", b"a2")  # written again: now the newest
-    cache.put("d", b"d")
+    cache.put_many(["a", "b"], [b"a", b"b"])
+    cache.put("a", b"a2")  # written again: keeps its place
+    cache.put_many(["c", "d"], [b"c", b"d"])
     assert len(cache) == 3
-    assert cache.get("b") is None
-    assert [cache.get(n) for n in ("a", "c", "d")] == [b"a2", b"c", b"d"]
+    assert cache.get("a") is None
+    assert [cache.get(n) for n in ("b", "c", "d")] == [b"b", b"c", b"d"]
+    cache.put_many(["e", "f", "g", "h"], [b"e", b"f", b"g", b"h"])
+    assert len(cache) == 3
 
 
 def test_two_clients_taking_turns_at_the_same_entities_turn_their_caches_off(valkey_server, state_namespace):
@@ -174,3 +182,10 @@ def test_state_cache_entries_come_from_the_environment(valkey_server, monkeypatc
     monkeypatch.setenv("STATE_CACHE_ENTRIES", "10")
     with StateStore.from_env() as store:
         assert store.cache is not None and store.cache.entries == 10
+
+
+def test_writing_cached_keys_again_evicts_nothing():
+    cache = StateCache(4)
+    cache.put_many(["a", "b", "c", "d"], [b"a", b"b", b"c", b"d"])
+    cache.put_many(["c", "d"], [b"c2", b"d2"])
+    assert [cache.get(n) for n in "abcd"] == [b"a", b"b", b"c2", b"d2"]
