@@ -28,6 +28,7 @@ CACHE_READS = Counter(
     ["result"],
 )
 CACHE_STALE = Counter(
-    "hiddenstate_state_cache_stale_total", "Updates computed from a cached state that another writer had moved on."
+    "hiddenstate_state_cache_stale_total",
+    "Conflicts of keys that had conflicted before: shared keys, which the cache then leaves to Valkey.",
 )
 CACHE_BYPASSED = Gauge("hiddenstate_state_cache_bypassed", "1 while the governor has turned cached reads off.")

@@ -255,10 +255,9 @@ class StateStore:
             _CACHE_READS["bypassed"].inc(len(names))
             with self._calling("read_many"):
                 return self._client.mget(names)
-        raws = [cache.get(name) for name in names]
+        raws = cache.lookup(names)
         missing = [i for i, raw in enumerate(raws) if raw is None]
         _CACHE_READS["hit"].inc(len(names) - len(missing))
-        cache.hits(len(names) - len(missing))
         if missing:
             _CACHE_READS["miss"].inc(len(missing))
             with self._calling("read_many"):
@@ -312,22 +311,22 @@ class StateStore:
 
     @staticmethod
     def _remember(names: list[str], values: list[bytes], results: list[UpdateResult], cache: StateCache) -> None:
-        """Keep what is stored now for every entity of the call, and count its conflicts for the governor."""
-        applied_names, applied_values = [], []
-        conflicts = 0
+        """Keep what is stored now for every entity of the call, and tell the cache which keys conflicted."""
+        applied_names, applied_values, conflicted = [], [], []
         for name, value, result in zip(names, values, results, strict=True):
             if result.outcome is Outcome.APPLIED:
                 applied_names.append(name)
                 applied_values.append(value)
                 continue
-            conflicts += result.outcome is Outcome.CONFLICT
+            if result.outcome is Outcome.CONFLICT:
+                conflicted.append(name)
             if result.current is not None and result.current.raw is not None:
                 cache.put(name, result.current.raw)
             else:
                 cache.drop(name)
         cache.put_many(applied_names, applied_values)
-        if cache.reading:
-            cache.conflicts(conflicts)
+        if conflicted:
+            cache.conflicted(conflicted)
 
     def _result(self, update: StateUpdate, reply: list) -> UpdateResult:
         code, version = int(reply[0]), int(reply[1])
