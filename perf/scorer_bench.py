@@ -23,8 +23,7 @@ concurrency sweep; in the shared placement the p99 goal is judged on the pinned 
 on a machine), the default rows being reported beside it. The machine is
 shared with other work, so the figures are for comparison within one run, not absolutes; every load runs in two
 rounds (``--rounds``), in alternating order, and the tables give medians. Every load starts on an empty state store
-(``empty_state``), so that no load pays for the dedupe memory the loads before it left, and with our scorer freshly
-started and warmed up, so that its state cache holds nothing the emptied store lost.
+(``empty_state``), so that no load pays for the dedupe memory the loads before it left.
 
 Writes ``perf/results/scorer.json``, ``scorer.md`` and ``scorer.png``. Caches its model and event stream in
 ``perf/results/tmp/``.
@@ -109,24 +108,16 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: flo
 class ServerProcess:
     """One server (``python -m MODULE``) on a free port, logging to a file."""
 
-    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path, args: Sequence[str] = (),
-                 log_mode: str = "wb") -> None:
+    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
         """``python -m module *args`` on a free port (``$PORT``, and ``{port}`` in ``args``)."""
         self.name = name
-        self._spec = (module, env, log_dir, tuple(args))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, log_mode)  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, "PORT": str(self.port), "K_SERVICE": name, "K_REVISION": f"{name}-bench", **env}
         command = [sys.executable, "-m", module, *(a.format(port=self.port) for a in args)]
         self.process = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def restarted(self) -> ServerProcess:
-        """Stop this server and start the same one again (new port, same log file, appended), not yet ready."""
-        self.stop()
-        module, env, log_dir, args = self._spec
-        return ServerProcess(self.name, module, env, log_dir, args, log_mode="ab")
 
     def cpu_seconds(self) -> float:
         return process_tree_cpu_seconds(self.process.pid)
@@ -587,12 +578,6 @@ def measure_all(start: Callable[[str, Path], dict[str, ServerProcess]], loads: S
         runs = []
         for load in tqdm(loads, desc="k6 loads", unit="run"):
             empty_state(valkey.admin_url)
-            if load.server.startswith("ours"):
-                # Our scorer caches the states it wrote; emptied under it, every entity's first event of the next
-                # load would conflict. A fresh process, warmed up on the empty store, is a deployment's steady state.
-                servers[load.server] = fresh = servers[load.server].restarted()
-                wait_ready(fresh.url, fresh.process)
-                warm_up({load.server: fresh}, events_file, work_dir)
             runs.append(measure(servers[load.server], valkey, events_file, load, duration_s, work_dir))
             log.info("measured", extra=runs[-1].row())
         return runs
@@ -822,9 +807,9 @@ def _sweep_cell(row: dict[str, Any] | None, peak: float) -> str:
 
 def _rounds_text(rounds: int) -> str:
     if rounds <= 1:
-        return ", on an empty state store with our scorer freshly started"
-    return (f", {rounds} rounds in alternating order, each on an empty state store with our scorer freshly "
-            "started; the tables give each load's median over its rounds")
+        return ", on an empty state store"
+    return (f", {rounds} rounds in alternating order, each on an empty state store; the tables give each load's "
+            "median over its rounds")
 
 
 def _rounds_cell(row: dict[str, Any]) -> str:

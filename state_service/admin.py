@@ -45,7 +45,7 @@ def create_app(store: StateStore | None = None, *, token: str | None = None) -> 
     if not token:
         raise InvalidStateRequest("STATE_ADMIN_TOKEN is not set: the admin API will not run without a token")
     if store is None:
-        store = StateStore.from_env(hidden_size=int(os.environ.get("STATE_HIDDEN_SIZE", "64")), cache=False)
+        store = StateStore.from_env(hidden_size=int(os.environ.get("STATE_HIDDEN_SIZE", "64")))
     expected = f"Bearer {token}".encode()
     app = Flask(__name__)
 

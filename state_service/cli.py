@@ -99,7 +99,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 def _store(args: argparse.Namespace) -> Any:
     from state_service.store import StateStore
 
-    return StateStore.from_env(hidden_size=args.hidden_size, cache=False)
+    return StateStore.from_env(hidden_size=args.hidden_size)
 
 
 def _server(args: argparse.Namespace) -> int:

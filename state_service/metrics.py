@@ -5,7 +5,7 @@ as ``__main__`` and then imports it again in the server worker) registers each m
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 OUTCOMES = Counter(
     "hiddenstate_state_updates_total", "Entity updates by outcome (applied, conflict, duplicate).", ["outcome"]
@@ -21,14 +21,3 @@ CONFLICT_RETRIES = Counter("hiddenstate_state_conflict_retries_total", "Re-compu
 ADMIN_REQUESTS = Counter(
     "hiddenstate_state_admin_requests_total", "Admin API requests by endpoint and status.", ["endpoint", "status"]
 )
-CACHE_READS = Counter(
-    "hiddenstate_state_cache_reads_total",
-    "Entity reads by where the state came from: the client's cache (hit), Valkey (miss), or Valkey while the "
-    "governor bypasses the cache (bypassed).",
-    ["result"],
-)
-CACHE_STALE = Counter(
-    "hiddenstate_state_cache_stale_total",
-    "Conflicts of keys that had conflicted before: shared keys, which the cache then leaves to Valkey.",
-)
-CACHE_BYPASSED = Gauge("hiddenstate_state_cache_bypassed", "1 while the governor has turned cached reads off.")

@@ -18,12 +18,11 @@ class StateSettings:
     ca_cert: str | None = None  # CA bundle for rediss:// / valkeys://; the system store when unset
     dedupe_window_s: int = 900  # well over Knative's default retry horizon (10 retries from PT0.2S, about 7 min)
     idle_ttl_s: int = 0  # 0 keeps idle entities forever
-    cache_entries: int = 65536  # the client's own recent writes (about 300 bytes each); 0 turns the cache off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StateSettings:
         """``VALKEY_URL``, ``VALKEY_TIMEOUT_S``, ``VALKEY_CONNECT_TIMEOUT_S``, ``VALKEY_POOL_SIZE``,
-        ``VALKEY_CA_CERT``, ``STATE_DEDUPE_WINDOW_S``, ``STATE_IDLE_TTL_S``, ``STATE_CACHE_ENTRIES``."""
+        ``VALKEY_CA_CERT``, ``STATE_DEDUPE_WINDOW_S``, ``STATE_IDLE_TTL_S``."""
         env = os.environ if env is None else env
         defaults = cls()
 
@@ -47,5 +46,4 @@ class StateSettings:
             ca_cert=env.get("VALKEY_CA_CERT") or None,
             dedupe_window_s=max(1, int(number("STATE_DEDUPE_WINDOW_S", defaults.dedupe_window_s, int))),
             idle_ttl_s=int(number("STATE_IDLE_TTL_S", defaults.idle_ttl_s, int)),
-            cache_entries=int(number("STATE_CACHE_ENTRIES", defaults.cache_entries, int)),
         )

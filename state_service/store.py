@@ -6,9 +6,7 @@
 >>> state.version                                                           # doctest: +SKIP
 0
 
-Round trips: ``read_many`` is one MGET, ``compare_and_set_many`` one FCALL, whatever the batch size. With a
-``StateCache`` (``cache_entries``), entities this client wrote last are read from it, and a read of only those
-makes no round trip at all.
+Round trips: ``read_many`` is one MGET, ``compare_and_set_many`` one FCALL, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.retry import Retry
 
 from state_service import metrics
-from state_service.cache import StateCache
 from state_service.codec import (
     HEADER_SIZE,
     LAYOUT_VERSION,
@@ -116,7 +113,6 @@ class Outcome(enum.Enum):
 # Label children bound once: ``labels()`` takes a lock and builds a key on every call, and a lone event's two calls
 # to Valkey counted it. Bound at import, every outcome shows on /metrics from the start, at zero.
 _OUTCOME_COUNTS = {outcome: metrics.OUTCOMES.labels(outcome.value) for outcome in Outcome}
-_CACHE_READS = {result: metrics.CACHE_READS.labels(result) for result in ("hit", "miss", "bypassed")}
 _CALL_SECONDS: dict[str, Histogram] = {}
 
 
@@ -144,7 +140,6 @@ class StateStore:
         ca_cert: str | None = None,
         dedupe_window_s: int = 900,
         idle_ttl_s: int = 0,
-        cache_entries: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         scheme = urlsplit(url).scheme.lower()
@@ -157,7 +152,6 @@ class StateStore:
         self.dedupe_window_s = dedupe_window_s
         self.idle_ttl_s = idle_ttl_s
         self._clock = clock
-        self.cache = StateCache(cache_entries) if cache_entries > 0 else None
         # One quick retry on a dropped connection: safe even for FCALL, because a retried update that had been
         # applied comes back as DUPLICATE (dedupe) rather than being applied twice.
         self._pool = valkey.BlockingConnectionPool.from_url(
@@ -174,9 +168,8 @@ class StateStore:
         self._where = _redact(url)
 
     @classmethod
-    def from_env(cls, hidden_size: int = 64, *, cache: bool = True) -> StateStore:
-        """Build from ``VALKEY_URL`` and friends (see ``StateSettings.from_env``); ``cache=False`` for tools that
-        report states rather than update them."""
+    def from_env(cls, hidden_size: int = 64) -> StateStore:
+        """Build from ``VALKEY_URL`` and friends (see ``StateSettings.from_env``)."""
         s = StateSettings.from_env()
         return cls(
             s.url,
@@ -187,7 +180,6 @@ class StateStore:
             ca_cert=s.ca_cert,
             dedupe_window_s=s.dedupe_window_s,
             idle_ttl_s=s.idle_ttl_s,
-            cache_entries=s.cache_entries if cache else 0,
         )
 
     # -- library -------------------------------------------------------------------------------------------
@@ -230,41 +222,19 @@ class StateStore:
 
     # -- reads and writes ----------------------------------------------------------------------------------
 
-    def read_many(self, keys: Sequence[EntityKey], *, fresh: bool = False) -> list[EntityState]:
-        """States of ``keys`` in order, the unseen default for absent ones; one MGET.
-
-        With a cache, an entity this client wrote last is read from it and may since have been moved on by another
-        writer: right for computing an update (its compare-and-set catches that), not for reporting a state.
-        ``fresh`` reads every state from Valkey."""
+    def read_many(self, keys: Sequence[EntityKey]) -> list[EntityState]:
+        """States of ``keys`` in order, the unseen default for absent ones; one MGET. Each state carries the bytes
+        it was read as (``EntityState.raw``), for an update to expect."""
         if not keys:
             return []
         names = [k.state_key for k in keys]
-        if self.cache is None or fresh:
-            with self._calling("read_many"):
-                raws = self._client.mget(names)
-        else:
-            raws = self._read_through_cache(names, self.cache)
+        with self._calling("read_many"):
+            raws = self._client.mget(names)
         try:
             return decode_states(names, raws, self.hidden_size)
         except StateCorrupt as error:
             entity = next(str(k) for k in keys if k.state_key == error.key)
             raise StateCorrupt(error.key, error.detail, entity=entity) from None
-
-    def _read_through_cache(self, names: list[str], cache: StateCache) -> list[bytes | None]:
-        if not cache.reading:
-            _CACHE_READS["bypassed"].inc(len(names))
-            with self._calling("read_many"):
-                return self._client.mget(names)
-        raws = cache.lookup(names)
-        missing = [i for i, raw in enumerate(raws) if raw is None]
-        _CACHE_READS["hit"].inc(len(names) - len(missing))
-        if missing:
-            _CACHE_READS["miss"].inc(len(missing))
-            with self._calling("read_many"):
-                fetched = self._client.mget([names[i] for i in missing])
-            for i, raw in zip(missing, fetched, strict=True):
-                raws[i] = raw
-        return raws
 
     def _decode(self, key: EntityKey, raw: bytes | None) -> EntityState:
         try:
@@ -300,33 +270,12 @@ class StateStore:
         except StateError as error:
             raise _located(error, updates) from error
         results = [self._result(update, reply) for update, reply in zip(updates, replies, strict=True)]
-        if self.cache is not None:
-            self._remember(keys[::3], values, results, self.cache)
         counts: dict[Outcome, int] = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         for outcome, count in counts.items():
             _OUTCOME_COUNTS[outcome].inc(count)
         return results
-
-    @staticmethod
-    def _remember(names: list[str], values: list[bytes], results: list[UpdateResult], cache: StateCache) -> None:
-        """Keep what is stored now for every entity of the call, and tell the cache which keys conflicted."""
-        applied_names, applied_values, conflicted = [], [], []
-        for name, value, result in zip(names, values, results, strict=True):
-            if result.outcome is Outcome.APPLIED:
-                applied_names.append(name)
-                applied_values.append(value)
-                continue
-            if result.outcome is Outcome.CONFLICT:
-                conflicted.append(name)
-            if result.current is not None and result.current.raw is not None:
-                cache.put(name, result.current.raw)
-            else:
-                cache.drop(name)
-        cache.put_many(applied_names, applied_values)
-        if conflicted:
-            cache.conflicted(conflicted)
 
     def _result(self, update: StateUpdate, reply: list) -> UpdateResult:
         code, version = int(reply[0]), int(reply[1])

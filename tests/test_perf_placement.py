@@ -140,25 +140,6 @@ def test_an_isolated_k6_load_runs_with_the_server_and_k6_on_their_own_cores(
     assert os.sched_getaffinity(valkey_server.pid) == all_cpus()
 
 
-def test_a_restarted_server_is_a_fresh_process_on_a_new_port_logging_to_the_same_file(tmp_path: Path) -> None:
-    first = scorer_bench.ServerProcess("http_floor", "perf.baselines.http_floor", {"SCORER_HTTP_THREADS": "2"},
-                                       tmp_path)
-    second = None
-    try:
-        scorer_bench.wait_ready(first.url, first.process, timeout_s=60)
-        with open(first.log_path, "a") as log:
-            log.write("before the restart\n")
-        second = first.restarted()
-        assert first.process.poll() is not None  # stopped, and drained as on SIGTERM
-        scorer_bench.wait_ready(second.url, second.process, timeout_s=60)
-        assert second.process.pid != first.process.pid and second.log_path == first.log_path
-        assert "before the restart" in second.log()  # appended to, not truncated
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
-
-
 # -- reporting -----------------------------------------------------------------------------------------------
 
 

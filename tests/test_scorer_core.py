@@ -29,8 +29,8 @@ class RacingStore(StateStore):
         super().__init__(url, hidden_size=64)
         self._compete = compete
 
-    def read_many(self, keys, **options):  # noqa: ANN001, ANN003, ANN201
-        states = super().read_many(keys, **options)
+    def read_many(self, keys):  # noqa: ANN001, ANN201
+        states = super().read_many(keys)
         if self._compete is not None:
             compete, self._compete = self._compete, None
             compete()
@@ -120,27 +120,31 @@ def test_a_redelivery_absorbed_by_the_card_only_is_applied_to_the_merchant_alone
     assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)
 
 
-def test_two_cached_scorers_taking_turns_at_one_card_stay_exact(valkey_server):
-    """Each scorer's cache holds what it wrote last, which the other has moved on by its next turn: those updates
-    conflict and are recomputed on the stored state, until each scorer has seen the card and the merchant conflict
-    twice and reads them from Valkey. The card ends exactly where one scorer folding every event in order would."""
-    torch.manual_seed(8)
+def test_an_entity_erased_and_rebuilt_to_the_same_version_meanwhile_is_a_conflict_not_an_overwrite(valkey_server):
+    """Between this core's read and its write, the card and merchant are erased and another core rebuilds them to
+    the version read, from another event: the write expects the bytes it read, conflicts, and is recomputed on the
+    rebuilt states. A compare on the version alone would have written a state folded from the erased one."""
+    torch.manual_seed(9)
     model = FraudGRU(FeatureSpec()).eval()
     predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
     card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
-    events = [_transaction(card, merchant, minute, 5.0 * minute) for minute in range(1, 9)]
-    cores = [ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64, cache_entries=64)) for _ in range(2)]
+    erased, rebuilt, late = (_transaction(card, merchant, minute, amount)
+                             for minute, amount in ((1, 20.0), (2, 900.0), (3, 35.0)))
+    admin = StateStore(valkey_server.admin_url, hidden_size=64)
+    other = ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64))
+    other.score([erased])
 
-    scores, conflicts = [], 0
-    for i, event in enumerate(events):
-        [score], stats = cores[i % 2].score([event])
-        scores.append(score)
-        conflicts += stats.conflicts
+    def erase_and_rebuild() -> None:
+        for entity_type, entity_id in (("card", card), ("merchant", merchant)):
+            admin.delete(EntityKey(predictor.namespace, entity_type, entity_id))
+        other.score([rebuilt])
 
-    assert [s.card_seq for s in scores] == list(range(1, 9))
-    assert conflicts == 2 * 2 * 2  # card and merchant, twice in each scorer, then shared
-    expected_state, expected_scores = _serial_fold(model, events)
-    assert np.max(np.abs(np.array([s.score for s in scores]) - expected_scores)) <= 1e-5
-    stored = StateStore(valkey_server.url, hidden_size=64).read_many([EntityKey(predictor.namespace, "card", card)])[0]
-    assert stored.version == 8
+    core = ScoringCore(predictor, RacingStore(valkey_server.url, erase_and_rebuild))
+    [score], stats = core.score([late])
+
+    assert stats.conflicts == 2  # card and merchant
+    assert (score.card_seq, score.merchant_seq) == (2, 2)
+    expected_state, expected_scores = _serial_fold(model, [rebuilt, late])
+    assert abs(score.score - expected_scores[1]) <= 1e-5
+    stored = admin.read_many([EntityKey(predictor.namespace, "card", card)])[0]
     assert torch.allclose(torch.from_numpy(stored.hidden.astype(np.float32)), expected_state, atol=1e-6)

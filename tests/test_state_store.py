@@ -365,10 +365,14 @@ def test_missing_library_is_reported_and_the_scorer_user_may_not_load_it(tmp_pat
             scorer.check_ready()
 
 
-def test_a_state_at_hidden_size_64_costs_at_most_200_bytes_whatever_the_id(
-    valkey_server: ValkeyServer, state_store: StateStore, state_namespace: str
-) -> None:
-    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+def test_a_state_at_hidden_size_64_costs_at_most_200_bytes_whatever_the_id(tmp_path, state_namespace: str) -> None:
+    # A server of its own: chunks freed by other tests' keys would be reused in other size classes.
+    with ValkeyServer(tmp_path) as server, StateStore(server.admin_url) as state_store:
+        state_store.ensure_library()
+        _measure_state_sizes(valkey.Valkey.from_url(server.admin_url), state_store, state_namespace)
+
+
+def _measure_state_sizes(admin: valkey.Valkey, state_store: StateStore, state_namespace: str) -> None:
     unseen = EntityState.unseen(H)
     ids = ("c1", "card-000123-1", "4111111111111111", "x" * 128)
     usage = []

@@ -155,8 +155,7 @@ class ScoringCore:
                 # the state handed back went stale while sleeping.
                 time.sleep(random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2**attempt)))
                 stale = [e for e in entities if not e.done]
-                for entity, state in zip(stale, self.store.read_many([e.key for e in stale], fresh=True),
-                                         strict=True):
+                for entity, state in zip(stale, self.store.read_many([e.key for e in stale]), strict=True):
                     entity.state = state
         raise ConflictRetriesExhausted([e.key for e in entities if not e.done], self.max_attempts, [])
 
