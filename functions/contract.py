@@ -36,6 +36,8 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
+from functions.vocabulary import CHANNELS
+
 TRANSACTION_TYPE = "dev.hiddenstate.transaction"
 SCORE_TYPE = "dev.hiddenstate.score"
 LABEL_TYPE = "dev.hiddenstate.label"
@@ -45,7 +47,6 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 # Knative's broker ingress also caps event size; 1 MiB keeps a batch of a few thousand transactions possible.
 MAX_BODY_BYTES = 1024 * 1024
-CHANNELS = ("pos", "online", "atm")
 ENTITY_ID_MAX = 128
 MCC_MAX = 9999
 

@@ -66,6 +66,7 @@ CACHE = RESULTS / "tmp"
 SCORE_JS = ROOT / "scripts" / "k6" / "score.js"
 K6 = Path(sys.executable).parent / "k6"
 READY_TIMEOUT_S = 120.0
+READY_PATH = "/health/readiness"
 
 GOAL_SATURATION_RATIO = 4.0
 GOAL_BATCH_RATIO = 20.0
@@ -89,15 +90,16 @@ SWEPT = {SHARED: (NAIVE_SINGLE, PINNED_SINGLE, TWO_WORKERS_SINGLE), ISOLATED: (N
 # Processes.
 
 
-def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Poll ``/health/readiness`` until 200. A gunicorn sync worker still loading the model accepts the connection
+def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: float = READY_TIMEOUT_S,
+               path: str = READY_PATH) -> None:
+    """Poll ``url + path`` until 200. A gunicorn sync worker still loading the model accepts the connection
     but answers late, so read timeouts count as "not yet", like refused connections."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before becoming ready")
         try:
-            if requests.get(f"{url}/health/readiness", timeout=1).status_code == 200:
+            if requests.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except requests.RequestException:
             pass
@@ -108,15 +110,19 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout_s: flo
 class ServerProcess:
     """One server (``python -m MODULE``) on a free port, logging to a file."""
 
-    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path, args: Sequence[str] = ()) -> None:
-        """``python -m module *args`` on a free port (``$PORT``, and ``{port}`` in ``args``)."""
+    def __init__(self, name: str, module: str, env: dict[str, str], log_dir: Path, args: Sequence[str] = (), *,
+                 python: str = sys.executable, score_path: str = "/", ready_path: str = READY_PATH) -> None:
+        """``python -m module *args`` on a free port (``$PORT``, and ``{port}`` in ``args``). A server of
+        another runtime (KServe) names its own interpreter and the paths it scores and answers readiness on."""
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.score_url = f"{self.url}{score_path}"
+        self.ready_path = ready_path
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         full_env = {**os.environ, "PORT": str(self.port), "K_SERVICE": name, "K_REVISION": f"{name}-bench", **env}
-        command = [sys.executable, "-m", module, *(a.format(port=self.port) for a in args)]
+        command = [python, "-m", module, *(a.format(port=self.port) for a in args)]
         self.process = subprocess.Popen(command, env=full_env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 
     def cpu_seconds(self) -> float:
@@ -257,10 +263,10 @@ class Measured:
         return {**asdict(self.load), **{k: v for k, v in asdict(self).items() if k != "load"}}
 
 
-def run_k6(url: str, events_file: Path, load: Load, duration_s: float, summary_file: Path, *,
+def run_k6(target_url: str, events_file: Path, load: Load, duration_s: float, summary_file: Path, *,
            p99_ms: float = GOAL_P99_MS_AT_1000) -> dict[str, Any]:
     env = {
-        "TARGET_URL": f"{url}/", "EVENTS_FILE": str(events_file), "SCENARIO": load.scenario,
+        "TARGET_URL": target_url, "EVENTS_FILE": str(events_file), "SCENARIO": load.scenario,
         "VUS": str(load.vus), "RATE": str(load.rate), "BATCH": str(load.batch), "DURATION": f"{duration_s:g}s",
         "RUN_ID": uuid.uuid4().hex[:8], "SUMMARY_FILE": str(summary_file), "P99_MS": f"{p99_ms:g}",
         # An overloaded open-model target needs more VUs; past a few hundred, k6 itself starves the servers.
@@ -450,7 +456,7 @@ def all_ready(servers: dict[str, ServerProcess]) -> dict[str, ServerProcess]:
     """``servers`` once every one is ready; if one never is, all are stopped and the error raised."""
     try:
         for server in servers.values():
-            wait_ready(server.url, server.process)
+            wait_ready(server.url, server.process, path=server.ready_path)
     except BaseException:
         for server in servers.values():
             server.stop()
@@ -464,7 +470,7 @@ def measure(server: ServerProcess, valkey: ValkeyServer, events_file: Path, load
     buckets_before = batch_size_buckets(server.url) if ours else {}
     cpu_before, valkey_before = server.cpu_seconds(), process_tree_cpu_seconds(valkey.pid or 0)
     with placed(load.placement, [server.process.pid], [valkey.pid] if valkey.pid else []):
-        summary = run_k6(server.url, events_file, load, duration_s, work_dir / f"k6-{uuid.uuid4().hex[:6]}.json")
+        summary = run_k6(server.score_url, events_file, load, duration_s, work_dir / f"k6-{uuid.uuid4().hex[:6]}.json")
     k6_cpu = summary["k6_load_cpu_s"]
     cpu = server.cpu_seconds() - cpu_before
     valkey_cpu = process_tree_cpu_seconds(valkey.pid or 0) - valkey_before
@@ -490,8 +496,8 @@ def measure(server: ServerProcess, valkey: ValkeyServer, events_file: Path, load
 def warm_up(servers: dict[str, ServerProcess], events_file: Path, work_dir: Path) -> None:
     """A second of light load each, so first-request costs (connections, lazy init) stay out of the figures."""
     for name, server in servers.items():
-        run_k6(server.url, events_file, Load("warm-up", name, "closed", vus=4), 1.0, work_dir / f"warm-{name}.json",
-               p99_ms=1e6)
+        run_k6(server.score_url, events_file, Load("warm-up", name, "closed", vus=4), 1.0,
+               work_dir / f"warm-{name}.json", p99_ms=1e6)
 
 
 def in_rounds(loads: Sequence[Load], rounds: int) -> list[Load]:

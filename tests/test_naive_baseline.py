@@ -20,7 +20,7 @@ from cloudevents.core.bindings import http as ce_http
 from functions.contract import SCORE_TYPE, parse_http_request, transaction_event, validate_score_data
 from functions.model import EntityContext, encode_features, events_from_transactions
 from functions.model.package import load_predictor
-from perf.baselines.naive_scorer import NaiveState, state_key
+from perf.baselines.naive_step import NaiveState, state_key
 from perf.scorer_bench import ROOT, wait_ready
 from state_service.server import ValkeyServer, free_port
 

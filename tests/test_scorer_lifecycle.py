@@ -9,24 +9,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import orjson
 import psutil
 import pytest
 import requests
-import torch
 import valkey
 from cloudevents.core.bindings import http as ce_http
+from parity import assert_served_scores_equal_the_offline_step
 from valkey_fixtures import start_with_library
 
 from functions.contract import transaction_event
-from functions.generator import GeneratorConfig, generate_columns
-from functions.model.package import load_predictor
-from functions.trainer.stream import build_stream
-from functions.trainer.tbptt import run_stream
 from state_service.server import ValkeyServer, free_port
 from state_service.store import StateStore
 
@@ -151,36 +145,12 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(start_scorer, debuggab
 
 
 def test_http_scores_equal_the_offline_step_with_float16_states(scorer_url, model_uri):
-    _assert_served_scores_equal_the_offline_step(scorer_url, model_uri)
+    assert_served_scores_equal_the_offline_step(scorer_url, model_uri)
 
 
 def test_the_compiled_step_serves_the_offline_step_scores_too(start_scorer, valkey_server: ValkeyServer, model_uri):
     scorer = start_scorer({"VALKEY_URL": valkey_server.url, "SCORER_COMPILE_STEP": "1"})
-    _assert_served_scores_equal_the_offline_step(scorer.url, model_uri)
-
-
-def _assert_served_scores_equal_the_offline_step(scorer_url: str, model_uri: str) -> None:
-    columns, _ = generate_columns(GeneratorConfig.preset("tiny", seed=3))
-    count = 150
-    # Entities of their own: other tests may have scored the same generated cards on this shared scorer.
-    run = uuid.uuid4().hex[:8]
-    columns = replace(columns, card_id=np.array([f"{run}-{c}" for c in columns.card_id], dtype=object),
-                      merchant_id=np.array([f"{run}-{m}" for m in columns.merchant_id], dtype=object))
-    with requests.Session() as session:
-        served = []
-        for i in range(count):
-            event_id, time_text, data = columns.transaction(i)
-            event = transaction_event(f"parity-{run}-{event_id}", data, time=time_text)
-            message = ce_http.to_binary_event(event)
-            reply = session.post(scorer_url, headers=message.headers, data=message.body, timeout=30)
-            assert reply.status_code == 200, reply.text
-            served.append(reply.json()["score"])
-
-    predictor = load_predictor(model_uri)
-    subset = type(columns)(**{name: getattr(columns, name)[:count] for name in columns.__dataclass_fields__})
-    torch.set_num_threads(1)
-    offline = run_stream(predictor.model, build_stream(subset, predictor.spec))
-    assert np.max(np.abs(np.array(served) - offline)) <= 1e-5
+    assert_served_scores_equal_the_offline_step(scorer.url, model_uri)
 
 
 def test_two_instances_racing_on_one_card_lose_no_update(start_scorer, valkey_server: ValkeyServer):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from functions.contract import CHANNELS, Transaction
+from functions.vocabulary import CHANNELS
 
 # 0 means "not given"; the contract's channels follow in order.
 CHANNEL_CODES = {name: code for code, name in enumerate(CHANNELS, start=1)}
@@ -114,8 +115,24 @@ def country_code(country: str | None) -> int:
     return 1 + (ord(country[0]) - 65) * 26 + (ord(country[1]) - 65)
 
 
-def events_from_transactions(transactions: Sequence[Transaction]) -> EventColumns:
-    """The contract's validated transactions as columns."""
+class TransactionFields(Protocol):
+    """What the encoder reads of a transaction: the contract's ``Transaction`` has it, and so does any runtime's
+    own view of one (the KServe reference predictor, which cannot import the contract's CloudEvents SDK)."""
+
+    @property
+    def amount(self) -> float: ...
+    @property
+    def event_time_s(self) -> float: ...
+    @property
+    def mcc(self) -> int | None: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def country(self) -> str | None: ...
+
+
+def events_from_transactions(transactions: Sequence[TransactionFields]) -> EventColumns:
+    """Validated transactions as columns."""
     return EventColumns(
         amount=np.fromiter((t.amount for t in transactions), np.float64, len(transactions)),
         time_s=np.fromiter((t.event_time_s for t in transactions), np.float64, len(transactions)),

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
-from functions.contract import CHANNELS
 from functions.model.features import Features, FeatureSpec
+from functions.vocabulary import CHANNELS
 
 
 @dataclass(frozen=True)

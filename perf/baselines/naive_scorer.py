@@ -5,10 +5,8 @@ scorer, one SET per entity. No compare-and-set, no dedupe, no micro-batching: tw
 lose an update, and a redelivery is applied twice. That is the point: it is what the real scorer is measured
 against. It is served the standard way, gunicorn sync workers, one per core.
 
-States use an encoding of its own under its own prefix, not the state service's protocol:
-``hs:naive:<namespace>:<card|merchant>:<id>`` holds ``<dIBH`` (last event time, seq, last channel, last country)
-followed by the float16 hidden state. The ``hs:`` prefix keeps it inside what the least-privileged Valkey user may
-touch, so it runs with the same ``VALKEY_URL`` as the real scorer.
+The work per event lives in ``perf.baselines.naive_step`` (with the state encoding), shared with the KServe
+reference predictor; this module is its Flask shell.
 
 Run: ``python -m perf.baselines.naive_scorer`` with ``PORT`` (default 8080), ``VALKEY_URL``, ``MODEL_URI``,
 ``NAIVE_WORKERS`` (default: one per core).
@@ -17,12 +15,9 @@ Run: ``python -m perf.baselines.naive_scorer`` with ``PORT`` (default 8080), ``V
 from __future__ import annotations
 
 import os
-import struct
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import numpy as np
 import orjson
 import torch
 import valkey
@@ -41,71 +36,18 @@ from functions.contract import (
     structured_json,
 )
 from functions.logs import configure_logging
-from functions.model import EntityContext, events_from_transactions
-from functions.model.features import encode_features
 from functions.model.package import Predictor, load_predictor
+from perf.baselines import naive_step
 from state_service.settings import DEFAULT_URL
 
-KEY_PREFIX = "hs:naive:"
-_HEADER = struct.Struct("<dIBH")  # last event time (Unix s), seq, last channel code, last country code
 _STATUS = {InvalidData: 422, PayloadTooLarge: 413}
 
 
-@dataclass
-class NaiveState:
-    """One entity as the baseline stores it."""
-
-    hidden: np.ndarray  # float16 [H]
-    last_time_s: float = 0.0
-    seq: int = 0
-    channel: int = 0
-    country: int = 0
-
-    def encode(self) -> bytes:
-        return _HEADER.pack(self.last_time_s, self.seq, self.channel, self.country) + self.hidden.tobytes()
-
-    @classmethod
-    def decode(cls, blob: bytes | None, hidden_size: int) -> NaiveState:
-        if not blob:
-            return cls(np.zeros(hidden_size, np.float16))
-        last_time_s, seq, channel, country = _HEADER.unpack_from(blob)
-        return cls(np.frombuffer(blob, np.float16, hidden_size, _HEADER.size).copy(), last_time_s, seq, channel,
-                   country)
-
-
-def state_key(namespace: str, entity_type: str, entity_id: str) -> str:
-    return f"{KEY_PREFIX}{namespace}:{entity_type}:{entity_id}"
-
-
-def _context(state: NaiveState) -> EntityContext:
-    return EntityContext(np.array([state.seq > 0]), np.array([state.last_time_s]), np.array([state.channel]),
-                         np.array([state.country]))
-
-
 def score_one(predictor: Predictor, client: valkey.Valkey, t: Transaction) -> Score:
-    """GET both states, one step at batch 1, SET both. Read-modify-write without any guard, as naive code does."""
-    namespace, hidden_size = predictor.namespace, predictor.spec.hidden_size
-    card_key = state_key(namespace, "card", t.card_id)
-    merchant_key = state_key(namespace, "merchant", t.merchant_id)
-    card = NaiveState.decode(client.get(card_key), hidden_size)
-    merchant = NaiveState.decode(client.get(merchant_key), hidden_size)
-    events = events_from_transactions([t])
-    features = encode_features(events, _context(card), _context(merchant), predictor.spec)
-    with torch.inference_mode():
-        step = predictor.model.step(
-            torch.from_numpy(card.hidden.astype(np.float32)).unsqueeze(0),
-            torch.from_numpy(merchant.hidden.astype(np.float32)).unsqueeze(0),
-            features,
-        )
-    channel, country = int(events.channel[0]), int(events.country[0])
-    for key, state, new_hidden in ((card_key, card, step.card_states), (merchant_key, merchant, step.merchant_states)):
-        state.hidden = new_hidden[0].to(torch.float16).numpy()
-        state.last_time_s = max(state.last_time_s, t.event_time_s)
-        state.seq += 1
-        state.channel, state.country = channel, country
-        client.set(key, state.encode())
-    return Score(t.id, t.card_id, t.merchant_id, min(max(float(step.scores[0]), 0.0), 1.0), namespace,
-                 card.seq, merchant.seq, False)
+    """The baseline's work for one event (``naive_step``) as the contract's score."""
+    result = naive_step.score_one(predictor, client, t)
+    return Score(t.id, t.card_id, t.merchant_id, result.score, predictor.namespace, result.card_seq,
+                 result.merchant_seq, False)
 
 
 def _error(status: int, error: str, detail: str, **extra: object) -> Response:
