@@ -9,7 +9,8 @@ a point of reference. This reproduces it with the ``kserve`` package, in one run
 - ``kserve``: the same step in a ``kserve.Model`` served by ``kserve.ModelServer`` with one worker per core, in an
   environment of its own (``perf/kserve_env.py``: KServe pins CloudEvents SDK v1). KServe decodes the binary-mode
   CloudEvent and answers with one, and logs each request as it ships (an access line and its trace lines);
-- ``ours``: the scorer with one worker per core (``SCORER_WORKERS=2`` on this machine), so all three run the
+- ``kserve_1_worker``: the same with KServe's default of one worker, at saturation only;
+- ``ours``: the scorer with one worker per core (``SCORER_WORKERS=2`` on this machine), so the three run the
   same number of processes.
 
 Loads, each server in turn on one valkey-server, one model and one event stream, every load on an empty state
@@ -50,11 +51,12 @@ from perf.scorer_bench import (
 
 MODEL_NAME = "fraud-gru"
 SATURATION_VUS = (16, 32, 64)
-WORKERS = 2  # one per core on the 2-core machine this is written for; set for all three servers alike
+WORKERS = 2  # one per core on the 2-core machine this is written for; set for ours, naive and kserve alike
 SERVERS = {
     "ours": f"ours (python -m functions.scorer, {WORKERS} workers)",
     "naive": f"naive (Flask on gunicorn sync, {WORKERS} workers)",
     "kserve": f"KServe {KSERVE_VERSION} custom predictor ({WORKERS} workers)",
+    "kserve_1_worker": f"KServe {KSERVE_VERSION} custom predictor (1 worker, KServe's default)",
 }
 # The perf notes' figure this reproduces (../shared/notes/perf-probes.md).
 NOTES_FIGURE = {"events_per_s": 430, "p50_ms_one_in_flight": 2.7, "p99_ms_one_in_flight": 5.4}
@@ -64,22 +66,28 @@ def plan() -> list[Load]:
     loads = []
     for name in SERVERS:
         loads += [Load(f"{name}, {vus} VUs", name, "closed", vus=vus, group="saturation") for vus in SATURATION_VUS]
-        loads += [Load(f"{name}, one in flight", name, "closed", vus=1, group="one_in_flight"),
-                  Load(f"{name} at 500/s", name, "open", rate=500, group="rate500")]
+        if name != "kserve_1_worker":  # KServe's default is measured at saturation only, to place the notes' figure
+            loads += [Load(f"{name}, one in flight", name, "closed", vus=1, group="one_in_flight"),
+                      Load(f"{name} at 500/s", name, "open", rate=500, group="rate500")]
     return loads
 
 
 def start(valkey_url: str, model_uri: str, kserve_python: Path, log_dir: Path) -> dict[str, ServerProcess]:
     common = {"VALKEY_URL": valkey_url, "MODEL_URI": model_uri}
+
+    def kserve(name: str, workers: int) -> ServerProcess:
+        return ServerProcess(
+            name, "perf.baselines.kserve_predictor",
+            {**common, **server_env(), "KSERVE_WORKERS": str(workers), "KSERVE_MODEL_NAME": MODEL_NAME}, log_dir,
+            python=str(kserve_python), score_path=f"/v1/models/{MODEL_NAME}:predict",
+            ready_path=f"/v1/models/{MODEL_NAME}")
+
     return all_ready({
         "ours": ServerProcess("ours", "functions.scorer", {**common, "SCORER_WORKERS": str(WORKERS)}, log_dir),
         "naive": ServerProcess("naive", "perf.baselines.naive_scorer", {**common, "NAIVE_WORKERS": str(WORKERS)},
                                log_dir),
-        "kserve": ServerProcess(
-            "kserve", "perf.baselines.kserve_predictor",
-            {**common, **server_env(), "KSERVE_WORKERS": str(WORKERS), "KSERVE_MODEL_NAME": MODEL_NAME}, log_dir,
-            python=str(kserve_python), score_path=f"/v1/models/{MODEL_NAME}:predict",
-            ready_path=f"/v1/models/{MODEL_NAME}"),
+        "kserve": kserve("kserve", WORKERS),
+        "kserve_1_worker": kserve("kserve_1_worker", 1),
     })
 
 
@@ -103,6 +111,7 @@ def ratios(runs: Sequence[Measured]) -> dict[str, Any]:
     return {
         "peak_runs": {name: m.load.label for name, m in peak.items()},
         "kserve_over_naive": over(peak["kserve"].events_per_s, peak["naive"].events_per_s),
+        "kserve_1_worker_over_naive": over(peak["kserve_1_worker"].events_per_s, peak["naive"].events_per_s),
         "ours_over_kserve": over(peak["ours"].events_per_s, peak["kserve"].events_per_s),
         "ours_over_naive": over(peak["ours"].events_per_s, peak["naive"].events_per_s),
         "cpu_per_event_kserve_over_naive": over(peak["kserve"].cpu_ms_per_event, peak["naive"].cpu_ms_per_event),
@@ -144,7 +153,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"- **KServe at its peak: {peak['kserve']['events_per_s']:,.0f} events/s, {r['kserve_over_naive']}x the "
         f"naive baseline** ({peak['naive']['events_per_s']:,.0f}); the perf notes measured ~{notes['events_per_s']} "
-        "on another day's machine.",
+        "on another day's machine. With KServe's default of one worker it peaked at "
+        f"{peak['kserve_1_worker']['events_per_s']:,.0f} ({r['kserve_1_worker_over_naive']}x naive).",
         f"- Ours: {peak['ours']['events_per_s']:,.0f} events/s, **{r['ours_over_kserve']}x KServe** and "
         f"{r['ours_over_naive']}x naive. KServe spends {r['cpu_per_event_kserve_over_ours']}x our CPU per event "
         f"and {r['cpu_per_event_kserve_over_naive']}x naive's.",
@@ -183,7 +193,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(result["servers"])
-    colours = {"ours": "#1f77b4", "naive": "#999999", "kserve": "#ff7f0e"}
+    colours = {"ours": "#1f77b4", "naive": "#999999", "kserve": "#ff7f0e", "kserve_1_worker": "#ffbb78"}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in names:
         rows = sorted((r for r in result["runs"] if r["server"] == name and r["group"] == "saturation"),
@@ -198,6 +208,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     left.set_ylabel("events/s")
     left.legend(fontsize=7)
     lone = {r["server"]: r for r in result["runs"] if r["group"] == "one_in_flight"}
+    names = [n for n in names if n in lone]
     x = range(len(names))
     p50 = right.bar([i - 0.2 for i in x], [lone[n]["p50_ms"] for n in names], 0.4, color="#7fa7c9", label="p50")
     p99 = right.bar([i + 0.2 for i in x], [lone[n]["p99_ms"] for n in names], 0.4, color="#1f4e79", label="p99")
@@ -221,7 +232,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(Flask on gunicorn) and ours: events/s at saturation (16, 32, 64 VUs), latency with one request in "
         "flight, p50/p99 at 500 events/s, CPU per event. Writes perf/results/kserve.{json,md,png}.",
         epilog="The first run builds .venv-kserve (KServe pins the CloudEvents SDK v1; about a minute). A run of "
-        "two rounds of 15 loads, 15 s each, takes about 9 minutes. Uses a seeded untrained model unless "
+        "two rounds of 18 loads, 15 s each, takes about 11 minutes. Uses a seeded untrained model unless "
         "--model-uri is given (the cost per step is the same).",
     )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load (default: %(default)s)")
