@@ -10,7 +10,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="run a k6 load scenario (or every benchmark) against the one-machine runtime",
         description="Start the one-machine runtime in a temporary home, run a k6 scenario of scripts/k6/ against "
         "it and write perf/results/SCENARIO.{json,md,png}: the k6 summary, instances, requests/s and latency over "
-        "time. 'coldstart' runs the cold-start experiments; 'all' regenerates every result (~34 min).",
+        "time. 'coldstart' runs the cold-start experiments; 'all' regenerates every result (~45 min).",
     )
     # The choices come from perf.run, imported in the handler so `hiddenstate --help` stays instant.
     bench.add_argument("scenario", choices=("steady", "ramp", "spike", "idle_burst", "soak", "coldstart", "all"),

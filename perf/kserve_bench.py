@@ -58,6 +58,7 @@ SERVERS = {
     "kserve": f"KServe {KSERVE_VERSION} custom predictor ({WORKERS} workers)",
     "kserve_1_worker": f"KServe {KSERVE_VERSION} custom predictor (1 worker, KServe's default)",
 }
+SHORT = {"ours": "ours", "naive": "naive", "kserve": "KServe", "kserve_1_worker": "KServe, 1 worker"}
 # The perf notes' figure this reproduces (../shared/notes/perf-probes.md).
 NOTES_FIGURE = {"events_per_s": 430, "p50_ms_one_in_flight": 2.7, "p99_ms_one_in_flight": 5.4}
 
@@ -151,13 +152,13 @@ def markdown(result: dict[str, Any]) -> str:
         + (f", {rounds} rounds in alternating order (medians)" if rounds > 1 else "")
         + "; k6 and valkey-server on the same cores; every load on an empty state store.",
         "",
-        f"- **KServe at its peak: {peak['kserve']['events_per_s']:,.0f} events/s, {r['kserve_over_naive']}x the "
+        f"- **KServe at its peak: {peak['kserve']['events_per_s']:,.0f} events/s, {r['kserve_over_naive']:.2f}x the "
         f"naive baseline** ({peak['naive']['events_per_s']:,.0f}); the perf notes measured ~{notes['events_per_s']} "
         "on another day's machine. With KServe's default of one worker it peaked at "
-        f"{peak['kserve_1_worker']['events_per_s']:,.0f} ({r['kserve_1_worker_over_naive']}x naive).",
-        f"- Ours: {peak['ours']['events_per_s']:,.0f} events/s, **{r['ours_over_kserve']}x KServe** and "
-        f"{r['ours_over_naive']}x naive. KServe spends {r['cpu_per_event_kserve_over_ours']}x our CPU per event "
-        f"and {r['cpu_per_event_kserve_over_naive']}x naive's.",
+        f"{peak['kserve_1_worker']['events_per_s']:,.0f} ({r['kserve_1_worker_over_naive']:.2f}x naive).",
+        f"- Ours: {peak['ours']['events_per_s']:,.0f} events/s, **{r['ours_over_kserve']:.2f}x KServe** and "
+        f"{r['ours_over_naive']:.2f}x naive. KServe spends {r['cpu_per_event_kserve_over_ours']:.2f}x our CPU per "
+        f"event and {r['cpu_per_event_kserve_over_naive']:.2f}x naive's.",
         f"- One request in flight: KServe p50 {lone['kserve']['p50_ms']:.2f} ms / p99 {lone['kserve']['p99_ms']:.2f} "
         f"ms (the notes: {notes['p50_ms_one_in_flight']} / {notes['p99_ms_one_in_flight']}), naive "
         f"{lone['naive']['p50_ms']:.2f} / {lone['naive']['p99_ms']:.2f}, ours {lone['ours']['p50_ms']:.2f} / "
@@ -214,7 +215,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     p99 = right.bar([i + 0.2 for i in x], [lone[n]["p99_ms"] for n in names], 0.4, color="#1f4e79", label="p99")
     right.bar_label(p50, fmt="%.2f", fontsize=7)
     right.bar_label(p99, fmt="%.2f", fontsize=7)
-    right.set_xticks(list(x), [result["servers"][n].replace(" (", "\n(") for n in names], fontsize=7)
+    right.set_xticks(list(x), [f"{SHORT[n]}\n({WORKERS} workers)" for n in names], fontsize=8)
     right.set_ylabel("ms, one request in flight")
     right.legend(fontsize=7)
     m = result["machine"]

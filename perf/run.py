@@ -16,8 +16,9 @@ Scenarios, each a comparison measured in one run where the issue asks for one:
 
 ``all`` runs the cold-start experiments (``perf.coldstart``), the scorer benchmark (``perf.scorer_bench``: ours
 against the naive baseline, micro-batching on and off), the server benchmark (``perf.server_bench``: the scorer
-on granian and on gunicorn), the state benchmark (``perf.state_bench``) and every scenario above, in about 20
-minutes. k6 shares the machine's cores with the system it loads: compare within a run.
+on granian and on gunicorn), the KServe reference (``perf.kserve_bench``: the naive step on KServe's model server
+beside the naive baseline and ours), the state benchmark (``perf.state_bench``) and every scenario above, in about
+45 minutes. k6 shares the machine's cores with the system it loads: compare within a run.
 """
 
 from __future__ import annotations
@@ -367,14 +368,16 @@ def write_report(report: Mapping[str, Any], out_dir: Path) -> None:
 
 
 def run_all(out_dir: Path = RESULTS, scale: float = 1.0) -> int:
-    """Every result of perf/results: cold starts, the scorer, server and state benchmarks, then each scenario."""
-    from perf import coldstart, scorer_bench, server_bench, state_bench
+    """Every result of perf/results: cold starts, the scorer, server, KServe and state benchmarks, then each
+    scenario."""
+    from perf import coldstart, kserve_bench, scorer_bench, server_bench, state_bench
 
     started = time.monotonic()
     steps: list[tuple[str, Any]] = [
         ("coldstart", lambda: coldstart.run(out_dir=out_dir)),
         ("scorer_bench", lambda: scorer_bench.main(["--out", str(out_dir)])),
         ("server_bench", lambda: server_bench.main(["--out", str(out_dir)])),
+        ("kserve_bench", lambda: kserve_bench.main(["--out", str(out_dir)])),
         ("state_bench", lambda: state_bench.main(["--out", str(out_dir)])),
         *((name, lambda s=s: run_scenario(s, out_dir)) for name, s in scenarios(scale).items()),
     ]
@@ -398,7 +401,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="python -m perf.run")
     parser.description = (
         "Run a load scenario against the one-machine runtime with k6 and write perf/results/SCENARIO.{json,md,png}; "
-        "'all' regenerates every result (cold starts, scorer and state benchmarks, every scenario; ~34 min).")
+        "'all' regenerates every result (cold starts, the scorer, server, KServe and state benchmarks, every "
+        "scenario; ~45 min).")
     parser.add_argument("scenario", choices=[*scenarios(), "all", "coldstart"],
                         help="steady, ramp, spike, idle_burst, soak, coldstart, or all")
     parser.add_argument("--scale", type=float, default=1.0,
