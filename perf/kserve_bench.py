@@ -39,14 +39,13 @@ from perf.scorer_bench import (
     Measured,
     ServerProcess,
     all_ready,
+    bench_main,
     event_stream,
     in_rounds,
-    k6_found,
     machine,
     measure_all,
     merge_rounds,
     resolve_model,
-    write_results,
 )
 
 MODEL_NAME = "fraud-gru"
@@ -250,14 +249,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from functions.logs import configure_logging
-
-    configure_logging()
-    args = parse_args(argv)
-    if not k6_found():
-        return 2
-    print(write_results(run(args), args.out, "kserve", markdown, plot))
-    return 0
+    return bench_main(argv, parse_args, run, "kserve", markdown, plot)
 
 
 if __name__ == "__main__":

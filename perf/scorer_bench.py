@@ -1003,6 +1003,20 @@ def write_results(result: dict[str, Any], out: Path, stem: str, markdown: Callab
     return text
 
 
+def bench_main(argv: Sequence[str] | None, parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+               run: Callable[[argparse.Namespace], dict[str, Any]], stem: str,
+               markdown: Callable[[dict[str, Any]], str], plot: Callable[[dict[str, Any], Path], None]) -> int:
+    """The entry point of a benchmark that compares servers with k6: parse, check k6, run, write and print."""
+    from functions.logs import configure_logging
+
+    configure_logging()
+    args = parse_args(argv)
+    if not k6_found():
+        return 2
+    print(write_results(run(args), args.out, stem, markdown, plot))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from functions.logs import configure_logging
 

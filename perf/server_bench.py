@@ -33,12 +33,11 @@ from perf.scorer_bench import (
     Measured,
     ServerProcess,
     all_ready,
+    bench_main,
     event_stream,
-    k6_found,
     machine,
     measure_all,
     resolve_model,
-    write_results,
 )
 
 APP_FACTORY = "functions.scorer.wsgi:create()"
@@ -167,14 +166,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from functions.logs import configure_logging
-
-    configure_logging()
-    args = parse_args(argv)
-    if not k6_found():
-        return 2
-    print(write_results(run(args), args.out, "server", markdown, plot))
-    return 0
+    return bench_main(argv, parse_args, run, "server", markdown, plot)
 
 
 if __name__ == "__main__":
