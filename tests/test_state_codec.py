@@ -9,6 +9,8 @@ from state_service.codec import (
     HEADER_SIZE,
     EntityState,
     InvalidEntry,
+    _encode_matrix,
+    _encode_rows,
     decode_applied,
     decode_state,
     decode_states,
@@ -178,6 +180,41 @@ def test_a_batch_encodes_each_state_as_it_would_alone() -> None:
     for raw, h in zip(alone, hidden, strict=True):
         np.testing.assert_array_equal(decode_state("k", raw, 64).hidden, np.asarray(h).astype(np.float16))
     assert encode_states([], [], [], [], 64) == []
+
+
+def _random_entries(rng: np.random.Generator, n: int) -> tuple[list, list, list, list]:
+    versions = [int(v) for v in rng.integers(1, 2**40, n)]
+    times = [float(t) for t in rng.uniform(0, 2e6, n).round(4)]  # half milliseconds too: both paths round alike
+    hidden = [rng.normal(scale=4, size=64).astype(rng.choice([np.float32, np.float16, np.float64])) for _ in range(n)]
+    contexts = [bytes(rng.integers(0, 256, rng.integers(0, 9)).astype(np.uint8)) for _ in range(n)]
+    return versions, times, hidden, contexts
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 8, 9, 16])
+def test_small_batches_encode_row_by_row_to_the_same_bytes_as_the_matrix(n: int) -> None:
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        entries = _random_entries(rng, n)
+        assert _encode_rows(*entries, 64) == _encode_matrix(*entries, 64)
+    assert _encode_rows([], [], [], [], 64) == _encode_matrix([], [], [], [], 64) == []
+
+
+@pytest.mark.parametrize(("index", "bad"), [(2, {"hidden": np.full(64, np.inf)}), (1, {"hidden": np.zeros(8)}),
+                                            (1, {"hidden": np.full(64, 1e6)}), (0, {"version": 0}),
+                                            (2, {"version": 2.5}), (1, {"version": 2**70}),
+                                            (2, {"last_event_time": float("nan")}), (0, {"last_event_time": "noon"}),
+                                            (1, {"context": b"123456789"})])
+def test_small_batches_refuse_what_the_matrix_refuses_with_the_same_index_and_detail(index: int, bad: dict) -> None:
+    rows = [{"version": 1, "last_event_time": 1.0, "hidden": np.zeros(64), "context": b""} for _ in range(3)]
+    rows[index] |= bad
+    rows[(index + 1) % 3] |= {"hidden": np.full(64, np.nan)}  # a hidden problem is reported before a field's
+    args = [[r[f] for r in rows] for f in ("version", "last_event_time", "hidden", "context")]
+    errors = []
+    for encode in (_encode_rows, _encode_matrix):
+        with pytest.raises(InvalidEntry) as caught:
+            encode(*args, 64)
+        errors.append((caught.value.index, str(caught.value)))
+    assert errors[0] == errors[1]
 
 
 def test_a_batch_decodes_each_value_as_it_would_alone() -> None:
