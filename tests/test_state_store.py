@@ -425,3 +425,59 @@ def test_a_fixed_port_taken_by_another_server_is_refused_not_adopted(tmp_path) -
             second.start()
         assert not second.is_running()
         assert first.is_running() and valkey.Valkey.from_url(first.admin_url).ping()
+
+
+def test_each_thread_reads_and_writes_on_a_connection_of_its_own_and_close_releases_them(
+        tmp_path, state_namespace: str) -> None:
+    """The hot path's per-thread connections: one per thread however many calls it makes, never taken from the
+    shared pool (whose one connection stays free for readiness), all closed by close(). A server of its own, so
+    that no other test's connections come and go in the count."""
+    with ValkeyServer(tmp_path / "valkey") as server:
+        with StateStore(server.admin_url) as admin:
+            admin.ensure_library()
+        _check_thread_connections(server, state_namespace)
+
+
+def _check_thread_connections(valkey_server: ValkeyServer, state_namespace: str) -> None:
+    admin = valkey.Valkey.from_url(valkey_server.admin_url)
+    store = StateStore(valkey_server.url, pool_size=1)
+    key = EntityKey(state_namespace, "card", "threads")
+    before = {c["id"] for c in admin.client_list()}
+
+    def work() -> None:
+        for _ in range(3):
+            store.read_many([key])
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.check_ready()  # the pool's one connection is not held by any of the three threads
+    opened = {c["id"] for c in admin.client_list()} - before
+    assert len(opened) == 4  # three threads' own, and the pool's one for readiness
+    store.close()
+    deadline = time.monotonic() + 5
+    while {c["id"] for c in admin.client_list()} & opened and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not {c["id"] for c in admin.client_list()} & opened
+
+
+def test_a_forked_child_opens_its_own_connection_instead_of_sharing_its_parents(
+        valkey_server: ValkeyServer, state_namespace: str) -> None:
+    import os
+
+    key = EntityKey(state_namespace, "card", "fork")
+    with StateStore(valkey_server.url) as store:
+        store.compare_and_set_many([update(key, store.read_many([key])[0], "e1")])
+        parent_client = store._thread_client()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report whether it got a client of its own and could use it, then leave at once
+            ok = store._thread_client() is not parent_client and store.read_many([key])[0].version == 1
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 1) == b"1"
+        # The parent's connection was not disturbed by the child.
+        assert store.read_many([key])[0].version == 1
