@@ -17,6 +17,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -171,8 +172,9 @@ class StateStore:
         # Reads and compare-and-sets go through a connection of the calling thread's own: taking one from the shared
         # pool and checking it for stray data cost ~18 us of CPU a command, ~5 % of a lone event's. The pool keeps
         # everything else (readiness, admin), so threads holding connections never starve it.
+        # Weakly held: a thread that ends (granian retires idle threads) takes its client and connection with it.
         self._own = threading.local()
-        self._own_clients: list[valkey.Valkey] = []
+        self._own_clients: weakref.WeakSet[valkey.Valkey] = weakref.WeakSet()
         self._own_lock = threading.Lock()
         self._where = _redact(url)
 
@@ -400,13 +402,13 @@ class StateStore:
         client = valkey.Valkey.from_url(self._url, single_connection_client=True, **self._connection_options)
         self._own.client = (os.getpid(), client)
         with self._own_lock:
-            self._own_clients.append(client)
+            self._own_clients.add(client)
         return client
 
     def close(self) -> None:
         self._pool.disconnect()
         with self._own_lock:
-            clients, self._own_clients = self._own_clients, []
+            clients, self._own_clients = list(self._own_clients), weakref.WeakSet()
         for client in clients:
             client.close()
 

@@ -443,24 +443,61 @@ def _check_thread_connections(valkey_server: ValkeyServer, state_namespace: str)
     store = StateStore(valkey_server.url, pool_size=1)
     key = EntityKey(state_namespace, "card", "threads")
     before = {c["id"] for c in admin.client_list()}
+    counted, release = threading.Barrier(4), threading.Event()
 
     def work() -> None:
         for _ in range(3):
             store.read_many([key])
+        counted.wait()
+        release.wait()
 
     threads = [threading.Thread(target=work) for _ in range(3)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    counted.wait()  # every thread has made its calls and is still alive
     store.check_ready()  # the pool's one connection is not held by any of the three threads
     opened = {c["id"] for c in admin.client_list()} - before
+    release.set()
+    for thread in threads:
+        thread.join()
     assert len(opened) == 4  # three threads' own, and the pool's one for readiness
     store.close()
+    _wait_until_closed(admin, opened)
+
+
+def _wait_until_closed(admin: valkey.Valkey, ids: set[int]) -> None:
     deadline = time.monotonic() + 5
-    while {c["id"] for c in admin.client_list()} & opened and time.monotonic() < deadline:
+    while {c["id"] for c in admin.client_list()} & ids and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not {c["id"] for c in admin.client_list()} & opened
+    assert not {c["id"] for c in admin.client_list()} & ids
+
+
+def test_a_thread_that_ends_takes_its_connection_with_it(tmp_path, state_namespace: str) -> None:
+    """granian retires idle request threads and starts new ones: their connections must not pile up."""
+    import gc
+
+    with ValkeyServer(tmp_path / "valkey") as server:
+        admin = valkey.Valkey.from_url(server.admin_url)
+        with StateStore(server.admin_url) as store:
+            store.ensure_library()
+            before = {c["id"] for c in admin.client_list()}
+            called, release = threading.Event(), threading.Event()
+
+            def work() -> None:
+                store.read_many([EntityKey(state_namespace, "card", "c")])
+                called.set()
+                release.wait()
+
+            thread = threading.Thread(target=work)
+            thread.start()
+            called.wait()
+            opened = {c["id"] for c in admin.client_list()} - before
+            release.set()
+            thread.join()
+            assert len(opened) == 1
+            gc.collect()
+            _wait_until_closed(admin, opened)
+            assert store.read_many([EntityKey(state_namespace, "card", "c")])[0].version == 0  # the store still works
 
 
 def test_a_forked_child_opens_its_own_connection_instead_of_sharing_its_parents(
