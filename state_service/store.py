@@ -170,7 +170,7 @@ class StateStore:
             url, max_connections=pool_size, timeout=timeout_s + connect_timeout_s, **self._connection_options)
         self._client = valkey.Valkey(connection_pool=self._pool)
         # Reads and compare-and-sets go through a connection of the calling thread's own: taking one from the shared
-        # pool and checking it for stray data cost ~18 us of CPU a command, ~5 % of a lone event's. The pool keeps
+        # pool and checking it for stray data cost ~18 us of CPU a command, ~4 % of a lone event's. The pool keeps
         # everything else (readiness, admin), so threads holding connections never starve it.
         # Weakly held: a thread that ends (granian retires idle threads) takes its client and connection with it.
         self._own = threading.local()
