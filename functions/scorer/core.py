@@ -170,8 +170,8 @@ class ScoringCore:
         The first attempt steps every event from the states as read. A retry (``previous`` given) steps only the
         events of entities not written yet, from the states the store handed back; the other side of such an
         event, written already, goes in as that attempt read it. An entity's written chain is final, so this
-        gives what stepping the whole batch again would give: with two instances on one stream, most batch-mode
-        requests of 1,024 events had a few merchants conflict, and stepping the batch again cost a fifth of the
+        gives what stepping the whole batch again would give. With two instances on one stream nearly every
+        1,024-event request had some merchants conflict, and stepping the whole batch again cost a fifth of the
         scorer's CPU."""
         n = len(slots)
         slot_of = np.array(slots, np.int64).reshape(n, 2)
