@@ -177,8 +177,12 @@ def test_tail_prints_the_scores_and_dead_letters_that_reached_the_sink(sink):
 
 def test_tail_follow_prints_events_as_they_arrive(sink):
     home, url = sink
+    # Ctrl-C reaches a foreground command with SIGINT at its default action. A shell starts background jobs with
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: restore the default so that this test
+    # checks the same thing whether or not the suite itself runs in the background (`scripts/test &`).
     process = subprocess.Popen([sys.executable, "-m", "functions", "tail", "--home", str(home), "--follow"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
     reader.start()
