@@ -95,6 +95,66 @@ def test_compiled_step_equals_the_eager_step():
         assert torch.allclose(eager.merchant_states, compiled.merchant_states, atol=1e-6)
 
 
+def _assert_same_step(expected, got, atol: float = 1e-6) -> None:  # noqa: ANN001 - two StepResults
+    for name in ("card_states", "merchant_states", "scores", "logits"):
+        assert torch.allclose(getattr(expected, name), getattr(got, name), atol=atol), name
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_the_numpy_step_equals_the_torch_step(n):
+    from functions.model.numpy_step import NumpyStep
+
+    torch.manual_seed(8)
+    model = FraudGRU(FeatureSpec()).eval()
+    rng = np.random.default_rng(n)
+    features = encode_features(_random_events(n, seed=n), _random_context(n, rng), _random_context(n, rng), model.spec)
+    cards, merchants = round_state(torch.randn(n, 64)), round_state(torch.randn(n, 64))
+    with torch.inference_mode():
+        expected = model.step(cards, merchants, features)
+    _assert_same_step(expected, NumpyStep(model)(cards, merchants, features))
+
+
+def test_the_numpy_step_saturates_like_torch_without_overflow_warnings():
+    import warnings
+
+    from functions.model.numpy_step import NumpyStep
+
+    torch.manual_seed(9)
+    model = FraudGRU(FeatureSpec()).eval()
+    with torch.no_grad():
+        model.head[2].weight.mul_(400.0)  # logits in the hundreds, both signs: exp(-x) alone would overflow
+    features = encode_features(_random_events(32), EntityContext.unseen(32), EntityContext.unseen(32), model.spec)
+    cards, merchants = 50 * torch.randn(32, 64), 50 * torch.randn(32, 64)
+    with torch.inference_mode():
+        expected = model.step(cards, merchants, features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = NumpyStep(model)(cards, merchants, features)
+    assert expected.logits.abs().max() > 100
+    assert ((got.scores == 0) | (got.scores == 1)).any()
+    _assert_same_step(expected, got, atol=1e-4)  # logits of ~1e2 in float32: a few ulps of them
+
+
+def test_the_predictor_takes_the_numpy_step_up_to_its_limit_and_torch_above():
+    from functions.model.package import Predictor, _example_features
+
+    torch.manual_seed(10)
+    model = FraudGRU(FeatureSpec()).eval()
+    predictor = Predictor(model, "fraud-gru", "v1", {})
+    predictor.use_numpy_step(4)
+    numpy_step, calls = predictor.small_batch_step, []
+    predictor.small_batch_step = lambda *args: calls.append(len(args[2])) or numpy_step(*args)
+    for n in (1, 4, 5, 64):
+        features = _example_features(model.spec, n)
+        cards, merchants = torch.randn(n, 64), torch.randn(n, 64)
+        with torch.inference_mode():
+            expected = model.step(cards, merchants, features)
+        _assert_same_step(expected, predictor.step(cards, merchants, features))
+    assert calls == [1, 4]
+    predictor.use_numpy_step(0)
+    assert predictor.small_batch_step is None
+
+
 def test_the_channel_block_is_the_one_hot_of_every_channel_and_stays_out_of_packages():
     model = FraudGRU(FeatureSpec())
     codes = torch.arange(model.encoder.channels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
+import pytest
 import torch
 
 from functions.contract import Transaction, parse_time
@@ -56,10 +57,17 @@ def _serial_fold(model: FraudGRU, transactions: list[Transaction]) -> tuple[torc
     return card[0], scores
 
 
-def test_a_conflicting_write_is_detected_and_the_event_recomputed_on_the_fresh_state(valkey_server):
+# The scorer runs small batches through the numpy form of the step (0: torch for every batch): both must fold
+# exactly what the serial torch fold does.
+STEP_FORMS = pytest.mark.parametrize("numpy_step_max", [0, 64], ids=["torch-step", "numpy-step"])
+
+
+@STEP_FORMS
+def test_a_conflicting_write_is_detected_and_the_event_recomputed_on_the_fresh_state(valkey_server, numpy_step_max):
     torch.manual_seed(5)
     model = FraudGRU(FeatureSpec()).eval()
     predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
+    predictor.use_numpy_step(numpy_step_max)
     card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
     first = _transaction(card, merchant, 1, 20.0)
     racing = _transaction(card, merchant, 2, 35.0)
@@ -77,10 +85,12 @@ def test_a_conflicting_write_is_detected_and_the_event_recomputed_on_the_fresh_s
     assert abs(scores[0].score - expected_scores[1]) <= 1e-5
 
 
-def test_events_for_one_entity_inside_a_batch_apply_in_arrival_order(valkey_server):
+@STEP_FORMS
+def test_events_for_one_entity_inside_a_batch_apply_in_arrival_order(valkey_server, numpy_step_max):
     torch.manual_seed(6)
     model = FraudGRU(FeatureSpec()).eval()
     predictor = Predictor(model, "fraud-gru", f"v{uuid.uuid4().hex[:6]}", {})
+    predictor.use_numpy_step(numpy_step_max)
     card, merchant = f"card-{uuid.uuid4().hex}", f"m-{uuid.uuid4().hex}"
     batch = [_transaction(card, merchant, minute, 10.0 + minute) for minute in range(1, 6)]
     core = ScoringCore(predictor, StateStore(valkey_server.url, hidden_size=64))

@@ -42,10 +42,24 @@ class Predictor:
     manifest: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     compiled_step: Callable[[torch.Tensor, torch.Tensor, Features], StepResult] | None = None
+    # The numpy form of the step (functions/model/numpy_step.py) and the largest batch it takes; 0 = never.
+    small_batch_step: Callable[[torch.Tensor, torch.Tensor, Features], StepResult] | None = None
+    small_batch_max: int = 0
 
     def step(self, cards: torch.Tensor, merchants: torch.Tensor, features: Features) -> StepResult:
-        """The model's pure step, through its compiled form once ``compile_step`` has run."""
-        return (self.compiled_step or self.model.step)(cards, merchants, features)
+        """The model's pure step: small batches through its numpy form once ``use_numpy_step`` has run, the others
+        through torch (the compiled form once ``compile_step`` has run)."""
+        if self.small_batch_step is not None and len(features) <= self.small_batch_max:
+            return self.small_batch_step(cards, merchants, features)
+        with torch.inference_mode():
+            return (self.compiled_step or self.model.step)(cards, merchants, features)
+
+    def use_numpy_step(self, max_batch: int) -> None:
+        """Batches of up to ``max_batch`` events take the numpy form of the step; 0 keeps torch for all."""
+        from functions.model.numpy_step import NumpyStep
+
+        self.small_batch_step = NumpyStep(self.model) if max_batch > 0 else None
+        self.small_batch_max = max_batch
 
     @property
     def spec(self) -> FeatureSpec:
@@ -133,10 +147,12 @@ def _example_features(spec: FeatureSpec, n: int) -> Features:
     return encode_features(events, EntityContext.unseen(n), EntityContext.unseen(n), spec)
 
 
-def warm_up(model: FraudGRU) -> None:
-    """Run one step so the first real request does not pay for lazy initialisation inside torch."""
-    events = EventColumns(np.ones(1), np.zeros(1), np.full(1, -1), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    features = encode_features(events, EntityContext.unseen(1), EntityContext.unseen(1), model.spec)
-    hidden = torch.zeros(1, model.spec.hidden_size)
-    with torch.inference_mode():
-        model.step(hidden, hidden, features)
+def warm_up(predictor: Predictor) -> None:
+    """Run a step of each form the predictor uses, so the first real request does not pay for lazy initialisation
+    (inside torch, and numpy's first BLAS calls)."""
+    spec = predictor.spec
+    for n in {1, predictor.small_batch_max + 1}:
+        events = EventColumns(np.ones(n), np.zeros(n), np.full(n, -1), np.zeros(n, np.int64), np.zeros(n, np.int64))
+        features = encode_features(events, EntityContext.unseen(n), EntityContext.unseen(n), spec)
+        hidden = torch.zeros(n, spec.hidden_size)
+        predictor.step(hidden, hidden, features)

@@ -26,9 +26,12 @@ class ScorerConfig:
     http_threads: int = 32  # request threads: concurrent requests are what micro-batching gathers
     workers: int = 1  # Knative scales out by instances; one worker per instance keeps one batcher per instance
     pin_workers: str = "auto"  # functions/scorer/affinity.py: each worker on one core (auto: when the cores are ours)
-    torch_threads: int = 1  # batches are small; intra-op threads only add contention with the HTTP threads
+    torch_threads: int = 1  # torch's and BLAS's intra-op threads: batches are small, more would fight the HTTP threads
     microbatch: bool = True
     compile_step: bool = False  # TorchScript-trace the step at start (~50 ms): no gain measured end to end
+    # Batches of up to this many events take the numpy form of the step (functions/model/numpy_step.py): below it a
+    # torch step is mostly per-op dispatch. At 64 events both cost the same per event. 0 = torch for every batch.
+    numpy_step_max: int = 64
     conflict_attempts: int = 8
     retry_after_s: int = 1
     # Allocations between young-generation collections (CPython's default is 700). A request allocates thousands
@@ -53,6 +56,7 @@ class ScorerConfig:
             torch_threads=_int("TORCH_NUM_THREADS", cls.torch_threads),
             microbatch=_flag("SCORER_MICROBATCH", True),
             compile_step=_flag("SCORER_COMPILE_STEP", cls.compile_step),
+            numpy_step_max=_int("SCORER_NUMPY_STEP_MAX", cls.numpy_step_max),
             conflict_attempts=_int("SCORER_CONFLICT_ATTEMPTS", cls.conflict_attempts),
             retry_after_s=_int("SCORER_RETRY_AFTER_S", cls.retry_after_s),
             gc_gen0_threshold=_int("SCORER_GC_GEN0_THRESHOLD", cls.gc_gen0_threshold),

@@ -205,9 +205,7 @@ class ScoringCore:
                     side.take_written(~open_sides[side.slots], rows, written)
             fold.record(rows, sides)
             features = encode_features(batch, sides[0].context, sides[1].context, self.predictor.spec)
-            with torch.inference_mode():
-                step = self.predictor.step(torch.from_numpy(sides[0].hidden), torch.from_numpy(sides[1].hidden),
-                                           features)
+            step = self.predictor.step(torch.from_numpy(sides[0].hidden), torch.from_numpy(sides[1].hidden), features)
             fold.scores[rows] = step.scores.numpy()
             for side, new_states, seq_out in ((sides[0], step.card_states, fold.card_seq),
                                               (sides[1], step.merchant_states, fold.merchant_seq)):

@@ -17,7 +17,7 @@ What a forked child must re-initialise, and how this module ensures it:
 - **Threads**: ``fork()`` copies only the calling thread, so a lock held by another thread stays locked forever in
   the child. The zygote refuses a ``prefork()`` that leaves Python threads running. Torch's intra-op pool is native:
   the child sets ``torch.set_num_threads`` (``TORCH_NUM_THREADS``, default 1) before any torch work, which rebuilds
-  the pool in the child instead of reusing the parent's dead workers.
+  the pool in the child instead of reusing the parent's dead workers, and limits numpy's BLAS pool the same way.
 - **Random state**: every child would otherwise draw the same numbers. The child re-seeds ``random``,
   ``numpy.random`` and torch from ``os.urandom``.
 - **Signals**: the zygote's SIGCHLD/SIGTERM handling is reset to the defaults; ``serve()`` installs its own.
@@ -75,6 +75,10 @@ def reinitialise_after_fork(env: Mapping[str, str]) -> None:
         torch = sys.modules["torch"]
         torch.manual_seed(seed)
         torch.set_num_threads(int(os.environ.get("TORCH_NUM_THREADS", "1")))
+    if "numpy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(os.environ.get("TORCH_NUM_THREADS", "1")), user_api="blas")
 
 
 class Zygote:
