@@ -193,7 +193,12 @@ def test_tail_follow_prints_events_as_they_arrive(sink):
         assert b"DEAD LETTER" in lines.get(timeout=WAIT_S)
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()  # never leave it polling after the test; the failure still stands
+            process.wait()
+            raise
     assert process.returncode == 0
 
 
