@@ -4,8 +4,8 @@
 function exported once from its weights, like the TorchScript form in ``package.compile_step``, and the tests hold
 it to the torch step within float32 noise. It exists because of what a step costs at the batches the scorer sees
 when it is not saturated: a lone event's step dispatches ~15 torch ops of a few microseconds each, where a numpy
-op on a 64-wide row costs about one. In-process, a lone event cost 470-550 µs of CPU against 590-700 with the torch
-step (four alternated pairs); at 64 events per batch both cost 44 µs per event, so larger batches keep torch.
+op on a 64-wide row costs about one. In-process, a lone event cost 494-568 µs of CPU against 621-685 with the torch
+step (three alternated pairs); at 64 events per batch both cost 44 µs per event, so larger batches keep torch.
 
 The two cells are fused: one matrix maps ``[event | card numeric | merchant numeric]`` to both cells' input gates
 and one block-diagonal matrix maps ``[card state | merchant state]`` to both cells' hidden gates, so the gate
