@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from functions.model import EntityContext, EventColumns, FeatureSpec, FraudGRU, encode_features, round_state
+from functions.model import EntityContext, EventColumns, FeatureSpec, FraudGRU, StepResult, encode_features, round_state
+from functions.model.features import encode_feature_arrays
 from functions.trainer.stream import build_stream
 from functions.trainer.tbptt import run_stream
 
@@ -29,6 +30,30 @@ def _random_context(n: int, rng: np.random.Generator) -> EntityContext:
         last_channel=rng.integers(0, 4, n),
         last_country=rng.integers(0, 677, n),
     )
+
+
+def _row(context: EntityContext, i: int) -> EntityContext:
+    return EntityContext(*(getattr(context, f)[i : i + 1] for f in ("seen", "last_time_s", "last_channel",
+                                                                     "last_country")))
+
+
+def test_a_lone_event_encodes_to_the_same_float32_values_as_in_a_batch():
+    # The scalar path for one event against the vectorised one, over amounts from cents to millions, times over
+    # decades, gaps either way (late events), unseen entities, every channel and unknown MCCs.
+    spec, n = FeatureSpec(), 5_000
+    rng = np.random.default_rng(11)
+    events = EventColumns(amount=np.exp(rng.uniform(-4, 14, n)), time_s=rng.uniform(0, 2.5e9, n),
+                          mcc=rng.integers(-1, 10_000, n), channel=rng.integers(0, 5, n),
+                          country=rng.integers(0, 677, n))
+    card = EntityContext(rng.random(n) < 0.7, events.time_s - rng.normal(0, 1e5, n), rng.integers(0, 5, n),
+                         rng.integers(0, 677, n))
+    merchant = _random_context(n, rng)
+    batch = encode_feature_arrays(events, card, merchant, spec)
+    for i in range(n):
+        one = encode_feature_arrays(events.take(np.array([i])), _row(card, i), _row(merchant, i), spec)
+        for name in ("event_numeric", "channel", "mcc", "country", "card_numeric", "merchant_numeric"):
+            got, want = getattr(one, name), getattr(batch, name)[i : i + 1]
+            assert got.dtype == want.dtype and np.array_equal(got, want), (name, i, got, want)
 
 
 def test_batched_step_equals_per_event_steps():
@@ -135,22 +160,42 @@ def test_the_numpy_step_saturates_like_torch_without_overflow_warnings():
     _assert_same_step(expected, got, atol=1e-4)  # logits of ~1e2 in float32: a few ulps of them
 
 
+class _CountingStep:
+    """The numpy step, counting the batch sizes it is called with, through either interface."""
+
+    def __init__(self, step: object) -> None:
+        self.step, self.calls = step, []
+
+    def __call__(self, *args: object) -> object:
+        self.calls.append(len(args[2]))
+        return self.step(*args)
+
+    def arrays(self, *args: object) -> object:
+        self.calls.append(len(args[2]))
+        return self.step.arrays(*args)
+
+
 def test_the_predictor_takes_the_numpy_step_up_to_its_limit_and_torch_above():
-    from functions.model.package import Predictor, _example_features
+    from functions.model.package import Predictor
 
     torch.manual_seed(10)
     model = FraudGRU(FeatureSpec()).eval()
     predictor = Predictor(model, "fraud-gru", "v1", {})
     predictor.use_numpy_step(4)
-    numpy_step, calls = predictor.small_batch_step, []
-    predictor.small_batch_step = lambda *args: calls.append(len(args[2])) or numpy_step(*args)
+    counting = predictor.small_batch_step = _CountingStep(predictor.small_batch_step)
+    rng = np.random.default_rng(10)
     for n in (1, 4, 5, 64):
-        features = _example_features(model.spec, n)
+        events, card, merchant = _random_events(n, seed=n), _random_context(n, rng), _random_context(n, rng)
+        features = encode_features(events, card, merchant, model.spec)
         cards, merchants = torch.randn(n, 64), torch.randn(n, 64)
         with torch.inference_mode():
             expected = model.step(cards, merchants, features)
         _assert_same_step(expected, predictor.step(cards, merchants, features))
-    assert calls == [1, 4]
+        arrays = predictor.step_arrays(cards.numpy(), merchants.numpy(), encode_feature_arrays(events, card, merchant,
+                                                                                               model.spec))
+        assert all(isinstance(a, np.ndarray) for a in arrays)
+        _assert_same_step(expected, StepResult(*(torch.from_numpy(a) for a in arrays)))
+    assert counting.calls == [1, 1, 4, 4]
     predictor.use_numpy_step(0)
     assert predictor.small_batch_step is None
 

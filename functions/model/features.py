@@ -7,6 +7,7 @@ event) travels in a few bytes of context stored next to the state.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -175,10 +176,42 @@ def _entity_numeric(events: EventColumns, ctx: EntityContext, log_amount: np.nda
     return out
 
 
+@dataclass(frozen=True)
+class FeatureArrays:
+    """``Features`` as numpy arrays: what the numpy form of the step reads, with no tensor in between."""
+
+    event_numeric: np.ndarray  # float32 [N, len(event_numeric)]
+    channel: np.ndarray  # int64 [N]
+    mcc: np.ndarray  # int64 [N], bucket
+    country: np.ndarray  # int64 [N]
+    card_numeric: np.ndarray  # float32 [N, len(entity_numeric)]
+    merchant_numeric: np.ndarray  # float32 [N, len(entity_numeric)]
+
+    def __len__(self) -> int:
+        return self.event_numeric.shape[0]
+
+    def to_torch(self) -> Features:
+        """The same values as tensors, sharing memory."""
+        return Features(torch.from_numpy(self.event_numeric), torch.from_numpy(self.channel),
+                        torch.from_numpy(self.mcc), torch.from_numpy(self.country),
+                        torch.from_numpy(self.card_numeric), torch.from_numpy(self.merchant_numeric))
+
+
 def encode_features(
     events: EventColumns, card: EntityContext, merchant: EntityContext, spec: FeatureSpec
 ) -> Features:
     """Encode a batch. Pure: the same inputs always give the same features."""
+    return encode_feature_arrays(events, card, merchant, spec).to_torch()
+
+
+def encode_feature_arrays(
+    events: EventColumns, card: EntityContext, merchant: EntityContext, spec: FeatureSpec
+) -> FeatureArrays:
+    """``encode_features`` as numpy arrays. A lone event takes a scalar path: the vectorised one is ~50 numpy calls
+    of about a microsecond each whatever the batch size, and a lone event is what the scorer sees below
+    saturation. Both paths give the same float32 values (tested)."""
+    if len(events) == 1:
+        return _encode_one(events, card, merchant, spec)
     log_amount = np.log1p(events.amount) / 5.0
     hour_angle = 2 * np.pi * np.mod(events.time_s, SECONDS_PER_DAY) / SECONDS_PER_DAY
     day_angle = 2 * np.pi * np.mod(np.floor(events.time_s / SECONDS_PER_DAY) + 3, 7) / 7  # 1970-01-01 was a Thursday
@@ -190,12 +223,44 @@ def encode_features(
     event_numeric[:, 2], event_numeric[:, 3] = np.sin(hour_angle), np.cos(hour_angle)
     event_numeric[:, 4], event_numeric[:, 5] = np.sin(day_angle), np.cos(day_angle)
     mcc_bucket = np.where(events.mcc < 0, 0, 1 + np.mod(events.mcc, spec.mcc_buckets - 1))
-    return Features(
-        event_numeric=torch.from_numpy(event_numeric),
-        channel=torch.from_numpy(events.channel),
-        mcc=torch.from_numpy(mcc_bucket),
+    return FeatureArrays(
+        event_numeric=event_numeric,
+        channel=events.channel,
+        mcc=mcc_bucket,
         # country_code() is never negative; np.clip costs ~10x np.minimum on small arrays
-        country=torch.from_numpy(np.minimum(events.country, spec.country_buckets - 1)),
-        card_numeric=torch.from_numpy(_entity_numeric(events, card, log_amount)),
-        merchant_numeric=torch.from_numpy(_entity_numeric(events, merchant, log_amount)),
+        country=np.minimum(events.country, spec.country_buckets - 1),
+        card_numeric=_entity_numeric(events, card, log_amount),
+        merchant_numeric=_entity_numeric(events, merchant, log_amount),
     )
+
+
+def _encode_one(events: EventColumns, card: EntityContext, merchant: EntityContext, spec: FeatureSpec) -> FeatureArrays:
+    """The vectorised encoder's arithmetic on Python floats, for one event: the same float64 operations in the same
+    order (``math`` and numpy both round each to float64; ``%`` on floats is ``np.mod``), then one cast to float32
+    per block."""
+    amount, time_s = float(events.amount[0]), float(events.time_s[0])
+    channel, country, mcc = int(events.channel[0]), int(events.country[0]), int(events.mcc[0])
+    log_amount = math.log1p(amount) / 5.0
+    hour_angle = 2 * math.pi * (time_s % SECONDS_PER_DAY) / SECONDS_PER_DAY
+    day_angle = 2 * math.pi * ((math.floor(time_s / SECONDS_PER_DAY) + 3) % 7) / 7
+    event_numeric = np.array([[log_amount, min(amount / 100.0, 50.0), math.sin(hour_angle), math.cos(hour_angle),
+                               math.sin(day_angle), math.cos(day_angle)]], np.float32)
+    mcc_bucket = 0 if mcc < 0 else 1 + mcc % (spec.mcc_buckets - 1)
+    return FeatureArrays(
+        event_numeric=event_numeric,
+        channel=events.channel,
+        mcc=np.array([mcc_bucket], np.int64),
+        country=np.array([min(country, spec.country_buckets - 1)], np.int64),
+        card_numeric=_entity_numeric_one(time_s, channel, country, card, log_amount),
+        merchant_numeric=_entity_numeric_one(time_s, channel, country, merchant, log_amount),
+    )
+
+
+def _entity_numeric_one(time_s: float, channel: int, country: int, ctx: EntityContext,
+                        log_amount: float) -> np.ndarray:
+    if not ctx.seen[0]:
+        return np.array([[0.0, 1.0, 0.0, 0.0, log_amount]], np.float32)
+    gap = max(time_s - float(ctx.last_time_s[0]), 0.0)
+    return np.array([[math.log1p(gap / 60.0) / 8.0, 0.0, float(channel != int(ctx.last_channel[0])),
+                      float(country != int(ctx.last_country[0])), log_amount]], np.float32)
+

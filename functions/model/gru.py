@@ -11,7 +11,9 @@ storage rounding between steps, and the trainer applies it too so that training 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
@@ -26,6 +28,19 @@ class StepResult:
     merchant_states: torch.Tensor  # [N, H]
     scores: torch.Tensor  # [N] probabilities in [0, 1]
     logits: torch.Tensor  # [N]
+
+    def arrays(self) -> StepArrays:
+        return StepArrays(self.card_states.numpy(), self.merchant_states.numpy(), self.scores.numpy(),
+                          self.logits.numpy())
+
+
+class StepArrays(NamedTuple):
+    """``StepResult`` as numpy arrays, the form the scorer folds with."""
+
+    card_states: np.ndarray
+    merchant_states: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
 
 
 def cell_step(cell: nn.GRUCell, inputs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from functions.model.features import EntityContext, EventColumns, Features, FeatureSpec, encode_features
-from functions.model.gru import FraudGRU, StepResult
+from functions.model.features import (
+    EntityContext,
+    EventColumns,
+    FeatureArrays,
+    Features,
+    FeatureSpec,
+    encode_features,
+)
+from functions.model.gru import FraudGRU, StepArrays, StepResult
+
+if TYPE_CHECKING:
+    from functions.model.numpy_step import NumpyStep
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -43,7 +53,7 @@ class Predictor:
     timings: dict[str, float] = field(default_factory=dict)
     compiled_step: Callable[[torch.Tensor, torch.Tensor, Features], StepResult] | None = None
     # The numpy form of the step (functions/model/numpy_step.py) and the largest batch it takes; 0 = never.
-    small_batch_step: Callable[[torch.Tensor, torch.Tensor, Features], StepResult] | None = None
+    small_batch_step: NumpyStep | None = None
     small_batch_max: int = 0
 
     def step(self, cards: torch.Tensor, merchants: torch.Tensor, features: Features) -> StepResult:
@@ -53,6 +63,13 @@ class Predictor:
             return self.small_batch_step(cards, merchants, features)
         with torch.inference_mode():
             return (self.compiled_step or self.model.step)(cards, merchants, features)
+
+    def step_arrays(self, cards: np.ndarray, merchants: np.ndarray, features: FeatureArrays) -> StepArrays:
+        """``step`` on numpy arrays, as the scorer folds: small batches never become tensors; the others are
+        viewed as tensors (no copy) for torch."""
+        if self.small_batch_step is not None and len(features) <= self.small_batch_max:
+            return self.small_batch_step.arrays(cards, merchants, features)
+        return self.step(torch.from_numpy(cards), torch.from_numpy(merchants), features.to_torch()).arrays()
 
     def use_numpy_step(self, max_batch: int) -> None:
         """Batches of up to ``max_batch`` events take the numpy form of the step; 0 keeps torch for all."""

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from functions.contract import Score, Transaction
 from functions.model import EntityContext, events_from_transactions, pack_context, unpack_contexts
-from functions.model.features import EventColumns, encode_features
+from functions.model.features import EventColumns, encode_feature_arrays
 from functions.model.package import Predictor
 from state_service.errors import ConflictRetriesExhausted
 from state_service.keys import EntityKeys
@@ -204,9 +203,9 @@ class ScoringCore:
                 for side, written in zip(sides, fold.inputs(), strict=True):
                     side.take_written(~open_sides[side.slots], rows, written)
             fold.record(rows, sides)
-            features = encode_features(batch, sides[0].context, sides[1].context, self.predictor.spec)
-            step = self.predictor.step(torch.from_numpy(sides[0].hidden), torch.from_numpy(sides[1].hidden), features)
-            fold.scores[rows] = step.scores.numpy()
+            features = encode_feature_arrays(batch, sides[0].context, sides[1].context, self.predictor.spec)
+            step = self.predictor.step_arrays(sides[0].hidden, sides[1].hidden, features)
+            fold.scores[rows] = step.scores
             for side, new_states, seq_out in ((sides[0], step.card_states, fold.card_seq),
                                               (sides[1], step.merchant_states, fold.merchant_seq)):
                 entity_slots = side.slots
@@ -223,7 +222,7 @@ class ScoringCore:
                 write = entity_slots[absorbs]
                 # The next event of this entity reads what the store will hold: float16. A round holds each entity
                 # at most once, so these scatters never write one row twice.
-                fold.hidden[write] = new_states.numpy()[absorbs].astype(np.float16)
+                fold.hidden[write] = new_states[absorbs].astype(np.float16)
                 fold.seq[write] += 1
                 seq_out[rows[absorbs]] = fold.seq[write]
                 # Out-of-order events: the state absorbs them in arrival order; the last event time never moves
