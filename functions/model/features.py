@@ -190,6 +190,12 @@ class FeatureArrays:
     def __len__(self) -> int:
         return self.event_numeric.shape[0]
 
+    @classmethod
+    def of(cls, features: Features) -> FeatureArrays:
+        """Tensor features as arrays, sharing memory: the inverse of ``to_torch``."""
+        return cls(features.event_numeric.numpy(), features.channel.numpy(), features.mcc.numpy(),
+                   features.country.numpy(), features.card_numeric.numpy(), features.merchant_numeric.numpy())
+
     def to_torch(self) -> Features:
         """The same values as tensors, sharing memory."""
         return Features(torch.from_numpy(self.event_numeric), torch.from_numpy(self.channel),
@@ -263,4 +269,3 @@ def _entity_numeric_one(time_s: float, channel: int, country: int, ctx: EntityCo
     gap = max(time_s - float(ctx.last_time_s[0]), 0.0)
     return np.array([[math.log1p(gap / 60.0) / 8.0, 0.0, float(channel != int(ctx.last_channel[0])),
                       float(country != int(ctx.last_country[0])), log_amount]], np.float32)
-

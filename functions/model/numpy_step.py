@@ -67,9 +67,7 @@ class NumpyStep:
         self._b_out = float(params["head.2.bias"][0])
 
     def __call__(self, card_states: torch.Tensor, merchant_states: torch.Tensor, features: Features) -> StepResult:
-        result = self.arrays(card_states.numpy(), merchant_states.numpy(), FeatureArrays(
-            features.event_numeric.numpy(), features.channel.numpy(), features.mcc.numpy(), features.country.numpy(),
-            features.card_numeric.numpy(), features.merchant_numeric.numpy()))
+        result = self.arrays(card_states.numpy(), merchant_states.numpy(), FeatureArrays.of(features))
         return StepResult(*(torch.from_numpy(a) for a in result))
 
     def arrays(self, card_states: np.ndarray, merchant_states: np.ndarray, features: FeatureArrays) -> StepArrays:
